@@ -1,0 +1,189 @@
+"""Dataset specs: a YAML file listing scenes (DEM, optional DTM, labels, split), paths relative to it.
+
+Minimal form::
+
+    name: amsterdam
+    scenes:
+      - id: ams
+        dem: ahn3_bag_amsterdam_bag3d/dsm.tif
+        dtm: ahn3_bag_amsterdam_bag3d/dtm.tif          # optional
+        labels:
+          raster: ahn3_bag_amsterdam_bag3d/labels.tif  # class codes on the DEM grid
+          classes: {buildings: 1, roads: 2}
+          ignore: 255
+        split: auto                                    # train | val | auto (default)
+      - id: dc
+        dem: opengeos_elevation/dsm.tif
+        labels:
+          vector: {buildings: opengeos_elevation/buildings.geojson}
+
+A folder can stand in for a spec: each sub-folder holding ``dem.tif`` (or ``dsm.tif``) is a
+scene, with ``dtm.tif``, ``labels.tif`` and ``buildings.*`` / ``roads.*`` vectors picked up
+when present.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from demseg.errors import DemsegError
+
+TASKS = ("buildings", "roads")
+DEFAULT_CLASSES = {"buildings": 1, "roads": 2}
+
+
+class LabelSpec(BaseModel):
+    """Where a scene's labels come from: a class-code raster on the DEM grid and/or vector files."""
+
+    model_config = ConfigDict(extra="forbid")
+    raster: str | None = Field(None, description="Class-code raster on the DEM grid (path relative to the spec).")
+    classes: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_CLASSES),
+                                    description="Task name -> class code in the raster.")
+    ignore: int | None = Field(255, description="Raster code for unknown / unlabelled pixels (excluded from loss).")
+    vector: dict[str, str] = Field(default_factory=dict,
+                                   description="Task name -> vector file (GeoJSON, GeoPackage, Shapefile) in any CRS.")
+    road_width_m: float | None = Field(None, gt=0, description="Width used to buffer road lines without a width.")
+    width_attribute: str = Field("width", description="Attribute of road lines holding their width in metres.")
+
+    @field_validator("classes", "vector")
+    @classmethod
+    def _known_tasks(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown class name(s) {unknown}; known: {list(TASKS)}")
+        return value
+
+
+class SceneSpec(BaseModel):
+    """One scene: an elevation raster with optional ground model and labels."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(description="Unique scene id, used in tile ids.")
+    dem: str = Field(description="Elevation GeoTIFF (DSM or nDSM); path relative to the spec.")
+    dtm: str | None = Field(None, description="Optional bare-earth DTM on the same grid (enables nDSM recipes).")
+    band: int | None = Field(None, ge=1, description="Band of a multi-band DEM file (1-based).")
+    crs: str | None = Field(None, description="CRS for rasters that declare none, e.g. EPSG:2154.")
+    nodata: float | None = Field(None, description="Extra nodata value when the file declares none.")
+    labels: LabelSpec | None = None
+    split: Literal["train", "val", "auto"] = Field("auto", description="Fixed split, or auto (spatial split).")
+
+
+class DatasetSpec(BaseModel):
+    """A named list of scenes; ``root`` is the folder that relative paths start from."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "dataset"
+    description: str | None = None
+    scenes: list[SceneSpec] = Field(min_length=1)
+    root: Path = Path(".")
+
+    def path(self, relative: str) -> Path:
+        """An absolute path for a path given relative to the spec."""
+        path = Path(os.path.expanduser(relative))
+        return path if path.is_absolute() else (self.root / path)
+
+    def tasks(self) -> list[str]:
+        """Tasks that at least one scene labels."""
+        found = set()
+        for scene in self.scenes:
+            if scene.labels is not None:
+                found |= set(scene.labels.vector)
+                if scene.labels.raster:
+                    found |= set(scene.labels.classes)
+        return [task for task in TASKS if task in found]
+
+
+def load_spec(source: str | os.PathLike, crs: str | None = None) -> DatasetSpec:
+    """Load a dataset spec from a YAML file, or build one from a folder of scenes."""
+    source = Path(source)
+    if not source.exists():
+        raise DemsegError(f"dataset spec not found: {source}")
+    spec = _spec_from_folder(source) if source.is_dir() else _spec_from_yaml(source)
+    if crs is not None:
+        for scene in spec.scenes:
+            scene.crs = scene.crs or crs
+    ids = [scene.id for scene in spec.scenes]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise DemsegError(f"dataset spec {source}: duplicate scene id(s) {duplicates}")
+    for scene in spec.scenes:
+        for name, relative in _scene_files(scene):
+            if not spec.path(relative).exists():
+                raise DemsegError(f"dataset spec {source}: scene '{scene.id}' names a missing {name} file: "
+                                  f"{spec.path(relative)}")
+    return spec
+
+
+def _scene_files(scene: SceneSpec) -> list[tuple[str, str]]:
+    files = [("dem", scene.dem)]
+    if scene.dtm:
+        files.append(("dtm", scene.dtm))
+    if scene.labels is not None:
+        if scene.labels.raster:
+            files.append(("label raster", scene.labels.raster))
+        files += [(f"{task} vector", path) for task, path in scene.labels.vector.items()]
+    return files
+
+
+def _spec_from_yaml(path: Path) -> DatasetSpec:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DemsegError(f"dataset spec {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(raw, dict):
+        raise DemsegError(f"dataset spec {path} must be a mapping with a 'scenes' list")
+    raw = dict(raw)
+    raw["root"] = path.resolve().parent
+    try:
+        return DatasetSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DemsegError(f"dataset spec {path}: {where}: {first['msg']}") from exc
+
+
+def _find(folder: Path, stems: tuple[str, ...], suffixes: tuple[str, ...]) -> Path | None:
+    for stem in stems:
+        for suffix in suffixes:
+            candidate = folder / f"{stem}{suffix}"
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def _spec_from_folder(folder: Path) -> DatasetSpec:
+    yaml_file = folder / "dataset.yaml"
+    if yaml_file.exists():
+        return _spec_from_yaml(yaml_file)
+    candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
+    scenes = []
+    for scene_dir in candidates:
+        dem = _find(scene_dir, ("dem", "dsm"), (".tif", ".tiff"))
+        if dem is None:
+            continue
+        entry: dict = {"id": scene_dir.name, "dem": str(dem.resolve())}
+        dtm = _find(scene_dir, ("dtm",), (".tif", ".tiff"))
+        if dtm:
+            entry["dtm"] = str(dtm.resolve())
+        labels: dict = {}
+        raster = _find(scene_dir, ("labels",), (".tif", ".tiff"))
+        if raster:
+            labels["raster"] = str(raster.resolve())
+        vectors = {task: _find(scene_dir, (task,), (".gpkg", ".geojson", ".shp")) for task in TASKS}
+        vectors = {task: str(p.resolve()) for task, p in vectors.items() if p is not None}
+        if vectors and not raster:
+            labels["vector"] = vectors
+        if labels:
+            entry["labels"] = labels
+        scenes.append(entry)
+    if not scenes:
+        raise DemsegError(f"no scenes in folder {folder}: expected sub-folders holding dem.tif (or dsm.tif)")
+    try:
+        return DatasetSpec(name=folder.name, scenes=scenes, root=folder.resolve())
+    except ValidationError as exc:
+        raise DemsegError(f"folder {folder}: {exc.errors()[0]['msg']}") from exc

@@ -1,0 +1,52 @@
+"""Atomic file writes: write to a temporary name beside the target, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from demseg.errors import DemsegError
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
+
+    A crash, a full disk or an exception inside the block removes the temporary file,
+    so no half-written file that looks valid is ever left at ``target``.
+    """
+    target = Path(target)
+    directory = target.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DemsegError(f"cannot create output folder {directory}: {exc.strerror or exc}") from exc
+    if not os.access(directory, os.W_OK):
+        raise DemsegError(f"output folder is not writable: {directory}")
+    # keep the real extension last so GDAL drivers that sniff it still work
+    ext = suffix if suffix is not None else "".join(target.suffixes[-1:])
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{ext}", dir=directory)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # drivers want to create the file themselves
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise DemsegError(f"nothing was written for {target}")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise DemsegError(f"could not write {target}: {exc.strerror or exc}") from exc
+    finally:
+        for leftover in directory.glob(f"{tmp.name}*"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``target`` atomically and return the path."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return Path(target)
