@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from demseg.errors import DemsegError
 
@@ -102,18 +102,6 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from demseg.data.check import check_spec, format_reports
-    from demseg.data.spec import load_spec
-    from demseg.data.synth import generate_world
-
-    print(f"demseg demo: generating a synthetic DEM world ({args.scenes} scenes) in {args.out}; "
-          "training lands with the few-shot issue, so this demo stops after the data check")
-    spec_path = generate_world(args.out, scenes=args.scenes, seed=args.seed, progress=True)
-    print(format_reports(check_spec(load_spec(spec_path))))
-    return 0
-
-
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-size-px", type=positive_int, default=224, help="tile side in pixels (default 224)")
     parser.add_argument("--min-valid-fraction", type=fraction, default=0.75,
@@ -154,19 +142,190 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(check)
     check.set_defaults(func=_cmd_data_check)
 
-    demo = commands.add_parser("demo", help="run the main job on the embedded synthetic world",
-                               description="Generate the synthetic DEM world and check it.")
-    demo.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    demo.add_argument("--scenes", type=positive_int, default=20, help="synthetic scenes (default 20)")
-    demo.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    demo.set_defaults(func=_cmd_demo)
-
-    for register in _EXTRA_COMMANDS:
-        register(commands)
+    _add_pretrain(commands)
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_experiment(commands)
+    _add_demo(commands)
     return parser
 
 
-_EXTRA_COMMANDS: list[Callable] = []
+def _add_pretrain(commands) -> None:
+    p = commands.add_parser("pretrain", help="MAE pre-training on unlabelled DEMs",
+                            description="Pre-train a Masked-AutoEncoder ViT on random crops of unlabelled DEMs "
+                                        "(dataset specs, folders searched for dem.tif/dsm.tif, or files). Runs "
+                                        "under torchrun --nproc_per_node N as well.")
+    p.add_argument("sources", nargs="+", help="dataset spec(s), folder(s) or DEM file(s)")
+    p.add_argument("--out", required=True, help="checkpoint folder")
+    p.add_argument("--arch", choices=["tiny", "small", "base"], default="tiny", help="ViT size (default tiny)")
+    p.add_argument("--recipe", default="relief+slope", help="normalisation recipe (default relief+slope)")
+    p.add_argument("--tile-size-px", type=positive_int, default=224,
+                   help="tiles are normalised at this size, as downstream (default 224)")
+    p.add_argument("--crop-size-px", type=positive_int,
+                   help="random crops of the normalised tiles that the MAE sees (default: the tile size)")
+    p.add_argument("--patch-size", type=positive_int, default=16, help="patch size (default 16)")
+    p.add_argument("--mask-ratio", type=fraction, default=0.75, help="masked share of patches (default 0.75)")
+    p.add_argument("--decoder-layers", type=positive_int, default=4, help="decoder blocks (default 4; paper 8)")
+    p.add_argument("--decoder-width", type=positive_int, default=256, help="decoder width (default 256; paper 512)")
+    p.add_argument("--steps", type=positive_int, default=2000, help="optimisation steps (default 2000)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="global batch (default 32)")
+    p.add_argument("--base-lr", type=positive_float, default=1.5e-4, help="lr = base-lr x batch / 256")
+    p.add_argument("--pool-size", type=positive_int, default=2048, help="random crops drawn once (default 2048)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="autocast precision (auto: bf16 only where the CPU/GPU computes it natively)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device (default cpu)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_pretrain)
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from demseg.pretrain.mae import PretrainConfig, pretrain, resolve_precision
+
+    config = PretrainConfig(arch=args.arch, recipe=args.recipe, tile_size_px=args.tile_size_px,
+                            crop_size_px=args.crop_size_px,
+                            patch_size=args.patch_size, mask_ratio=args.mask_ratio,
+                            decoder_layers=args.decoder_layers, decoder_width=args.decoder_width, steps=args.steps,
+                            batch_size=args.batch_size, base_lr=args.base_lr, pool_size=args.pool_size,
+                            checkpoint_every=args.checkpoint_every, seed=args.seed,
+                            precision=resolve_precision(args.precision, args.device), device=args.device)
+    summary = pretrain(args.sources, config, args.out, resume=args.resume, overwrite=args.overwrite,
+                       progress=not args.quiet)
+    if summary.get("rank", 0) == 0:
+        print(f"pre-trained {summary['steps_done']} steps, final loss {summary['final_loss']:.4f}; "
+              f"encoder: {args.out}/encoder.safetensors")
+    return 0
+
+
+def _add_train_flags(p: argparse.ArgumentParser, single: bool) -> None:
+    p.add_argument("--iters", type=_int, default=3000, help="optimisation steps (default 3000, the paper's)")
+    p.add_argument("--val-tiles", type=non_negative_int, default=50, help="validation tiles (default 50)")
+    p.add_argument("--arch", choices=["tiny", "small", "base"], default="tiny", help="MAE ViT size (default tiny)")
+    p.add_argument("--recipe", default="relief+slope", help="normalisation recipe (default relief+slope)")
+    p.add_argument("--head-width", type=positive_int, default=256, help="UperNet width (default 256)")
+    p.add_argument("--unet-width", type=positive_int, default=32, help="UNet base width (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="tiles per step (default 8)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--val-every", type=positive_int, default=150, help="validate every N steps (default 150)")
+    p.add_argument("--tile-size-px", type=positive_int, default=224, help="tile side (default 224)")
+    p.add_argument("--split-seed", type=non_negative_int, default=0, help="seed of the spatial split (default 0)")
+    p.add_argument("--no-cache", action="store_true", help="run the backbone every step (slow; for comparison)")
+    p.add_argument("--backbone-dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="frozen backbone precision (auto: bf16 only with native CPU support)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _train_config(args: argparse.Namespace, **fields):
+    from demseg.train.config import TrainConfig
+
+    if args.iters <= 0:
+        raise DemsegError(f"--iters must be positive, got {args.iters}")
+    return TrainConfig(iters=args.iters, val_tiles=args.val_tiles, arch=args.arch, recipe=args.recipe,
+                       head_width=args.head_width, unet_width=args.unet_width, batch_size=args.batch_size,
+                       lr=args.lr, val_every=min(args.val_every, args.iters), tile_size_px=args.tile_size_px,
+                       split_seed=args.split_seed, cached=not args.no_cache, backbone_dtype=args.backbone_dtype,
+                       **fields)
+
+
+def _add_train(commands) -> None:
+    p = commands.add_parser("train", help="train one model on a dataset spec",
+                            description="Train MAE+UperNet (frozen backbone) or a UNet on N training tiles of a "
+                                        "spec and write a run folder (weights, config, metrics, manifest).")
+    p.add_argument("spec", help="dataset spec (YAML) or folder")
+    p.add_argument("--task", choices=["buildings", "roads"], default="buildings", help="target class")
+    p.add_argument("--model", choices=["mae-upernet", "unet"], default="mae-upernet", help="model")
+    p.add_argument("--backbone-weights", default="dem-tiny",
+                   help="dem-tiny (shipped), random, a HF dir or hub id, an MAE .pth, or demseg .safetensors")
+    p.add_argument("--train-tiles", type=positive_int, default=10, help="training tiles (default 10)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed (default 0)")
+    p.add_argument("--out", required=True, help="run folder")
+    _add_train_flags(p, single=True)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from demseg.train.run import train_run
+
+    config = _train_config(args, task=args.task, model=args.model, backbone_weights=args.backbone_weights,
+                           train_tiles=args.train_tiles, seed=args.seed)
+    scores = train_run(args.spec, config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"best_iter={scores['best_iter']} iou={scores['iou']:.3f} f1={scores['f1']:.3f} "
+          f"precision={scores['precision']:.3f} recall={scores['recall']:.3f}  run: {args.out}")
+    return 0
+
+
+def _add_evaluate(commands) -> None:
+    p = commands.add_parser("evaluate", help="score a run on a spec's validation tiles",
+                            description="Score a trained run on the validation tiles of a spec (all tiles of "
+                                        "scenes marked split: val), possibly another city.")
+    p.add_argument("run", help="run folder made by demseg train")
+    p.add_argument("spec", help="dataset spec (YAML) or folder")
+    p.add_argument("--task", choices=["buildings", "roads"], help="task (default: the run's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from demseg.evaluate.score import evaluate_run
+
+    scores = evaluate_run(args.run, args.spec, args.task, progress=not args.quiet)
+    print(f"iou={scores['iou']:.3f} f1={scores['f1']:.3f} precision={scores['precision']:.3f} "
+          f"recall={scores['recall']:.3f}  ({scores['val_tiles']} tiles)")
+    return 0
+
+
+def _add_experiment(commands) -> None:
+    p = commands.add_parser("experiment", help="label-budget protocol with tables, plots and CIs",
+                            description="Run tasks x models x training tiles x seeds on a spec and write "
+                                        "results.csv, summary.md, curves.png, previews and a manifest. Rerun the "
+                                        "same command to resume an interrupted experiment.")
+    p.add_argument("spec", help="dataset spec (YAML) or folder")
+    p.add_argument("--task", type=name_list, default=["buildings"], help="tasks, comma-separated")
+    p.add_argument("--train-tiles", type=int_list, default=[10, 50, 200, 450], help="budgets, comma-separated")
+    p.add_argument("--models", type=name_list, default=["mae-upernet", "unet"], help="models, comma-separated")
+    p.add_argument("--backbone-weights", type=name_list, default=["dem-tiny"],
+                   help="backbone weights to compare, comma-separated (dem-tiny, random, paths...)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds per cell (default 3)")
+    p.add_argument("--out", required=True, help="experiment folder")
+    _add_train_flags(p, single=False)
+    p.set_defaults(func=_cmd_experiment)
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from demseg.evaluate.experiment import ExperimentConfig, format_table, run_experiment
+
+    unknown = sorted(set(args.task) - {"buildings", "roads"}) + sorted(set(args.models) - {"mae-upernet", "unet"})
+    if unknown:
+        raise DemsegError(f"unknown task or model: {', '.join(unknown)}")
+    config = ExperimentConfig(tasks=args.task, models=args.models, backbone_weights=args.backbone_weights,
+                              train_tiles=args.train_tiles, seeds=args.seeds, base=_train_config(args))
+    rows = run_experiment(args.spec, config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print(format_table(rows))
+    print(f"results: {args.out}/results.csv, {args.out}/summary.md, {args.out}/curves.png")
+    return 0
+
+
+def _add_demo(commands) -> None:
+    p = commands.add_parser("demo", help="the main job on the embedded synthetic world (~10 min on 2 cores)",
+                            description="Generate the synthetic DEM world, then run the label-budget protocol "
+                                        "for buildings and roads at 10 and 50 tiles, MAE+UperNet (shipped "
+                                        "DEM-pretrained encoder) vs UNet, and print the IoU table.")
+    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's protocol instead: 10/50/200/450 tiles, 3000 iterations, 3 seeds, width 256")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from demseg.evaluate.demo import run_demo
+
+    print(run_demo(args.out, paper=args.paper, progress=not args.quiet))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,142 @@
+"""Experiment outputs: results.csv, summary.md (mean +- 95 % CI, the paper's Table 1 layout), curves.png, previews."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from demseg.evaluate.metrics import mean_ci95
+from demseg.io.atomic import atomic_path, write_text_atomic
+
+RESULT_COLUMNS = ["task", "model", "backbone_weights", "train_tiles", "seed", "iters", "best_iter", "iou", "f1",
+                  "precision", "recall", "train_seconds"]
+EXTRA_COLUMNS = ["boundary_iou", "object_f1", "completeness", "correctness", "val_tiles", "arch", "recipe"]
+
+
+def write_results_csv(rows: list[dict], path: Path) -> Path:
+    """results.csv: the required columns first, then the extra metrics."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS + EXTRA_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: (r["task"], r["model"], r["backbone_weights"], r["train_tiles"],
+                                           r["seed"])):
+        writer.writerow({k: _fmt(row.get(k, "")) for k in RESULT_COLUMNS + EXTRA_COLUMNS})
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    return value
+
+
+def _label(row: dict) -> str:
+    return row["model"] if row["model"] == "unet" else f"{row['model']} [{row['backbone_weights']}]"
+
+
+def group_results(rows: list[dict], metric: str = "iou") -> dict[tuple[str, str], dict[int, list[float]]]:
+    """{(task, model label): {train_tiles: [metric per seed]}}."""
+    grouped: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        grouped[(row["task"], _label(row))][int(row["train_tiles"])].append(float(row[metric]))
+    return grouped
+
+
+def summary_table(rows: list[dict], metric: str = "iou") -> str:
+    """A markdown table: one row per training budget, one column per (model, task), mean +- CI in %."""
+    grouped = group_results(rows, metric)
+    columns = sorted(grouped, key=lambda key: (key[0], key[1] != "unet", key[1]), reverse=False)
+    budgets = sorted({b for cells in grouped.values() for b in cells})
+    header = "| train tiles | " + " | ".join(f"{label} {task}" for task, label in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    for budget in budgets:
+        cells = []
+        for key in columns:
+            values = grouped[key].get(budget, [])
+            mean, half = mean_ci95(values)
+            if not values:
+                cells.append("-")
+            elif math.isnan(half):
+                cells.append(f"{100 * mean:.1f} (n={len(values)})")
+            else:
+                cells.append(f"{100 * mean:.1f} ± {100 * half:.1f} (n={len(values)})")
+        lines.append(f"| {budget} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_summary(rows: list[dict], path: Path, title: str, notes: list[str]) -> Path:
+    """summary.md: IoU table (mean ± 95 % CI over seeds, in %), F1 table, and notes."""
+    text = [f"# {title}", "", "IoU of the target class on the validation tiles, % (mean ± 95 % CI over seeds):",
+            "", summary_table(rows, "iou"), "", "F1 of the target class, %:", "", summary_table(rows, "f1"), ""]
+    text += [f"- {note}" for note in notes]
+    return write_text_atomic(path, "\n".join(text) + "\n")
+
+
+def plot_curves(rows: list[dict], path: Path, metric: str = "iou") -> Path:
+    """curves.png: metric vs training tiles per model and task, with 95 % CI bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grouped = group_results(rows, metric)
+    tasks = sorted({task for task, _ in grouped})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for (row_task, label), cells in sorted(grouped.items()):
+            if row_task != task:
+                continue
+            budgets = sorted(cells)
+            stats = [mean_ci95(cells[b]) for b in budgets]
+            means = np.array([100 * m for m, _ in stats])
+            halves = np.array([0.0 if math.isnan(h) else 100 * h for _, h in stats])
+            ax.plot(budgets, means, marker="o", label=label)
+            ax.fill_between(budgets, means - halves, means + halves, alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("training tiles")
+        ax.set_ylabel(f"{metric.upper()} (%)")
+        ax.set_title(task)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_preview(path: Path, hillshades: list[np.ndarray], targets: list[np.ndarray],
+                  predictions: list[np.ndarray], title: str) -> Path:
+    """A PNG grid, one row per tile: DEM hillshade, truth, prediction, errors (red FP, blue FN)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(hillshades)
+    fig, axes = plt.subplots(n, 4, figsize=(10, 2.6 * n), squeeze=False)
+    for row, (shade, target, prediction) in enumerate(zip(hillshades, targets, predictions, strict=True)):
+        known = target != 255
+        errors = np.zeros(target.shape + (3,), np.float32)
+        errors[(prediction == 1) & (target == 1)] = (1, 1, 1)
+        errors[(prediction == 1) & (target == 0)] = (1, 0.2, 0.2)
+        errors[(prediction == 0) & (target == 1)] = (0.2, 0.4, 1)
+        errors[~known] = (0.4, 0.4, 0.4)
+        panels = [(shade, "gray", "DEM hillshade"), (np.where(known, target, 0.5), "gray", "truth"),
+                  (prediction, "gray", "prediction"), (errors, None, "errors: red FP, blue FN")]
+        for col, (image, cmap, name) in enumerate(panels):
+            axes[row, col].imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            axes[row, col].set_axis_off()
+            if row == 0:
+                axes[row, col].set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,334 @@
+"""MAE pre-training of a ViT on unlabelled DEM crops, single process or under torchrun (DDP).
+
+Recipe (He et al. 2021, PRETRAIN.md): mask 75 % of 16 px patches, reconstruct them with a light
+decoder, loss = MSE on per-patch-normalised pixels of the masked patches only. demseg adds:
+patches that are mostly nodata are excluded from the loss, and invalid pixels inside kept
+patches do not count. AdamW (betas 0.9/0.95, weight decay 0.05), lr = base_lr x batch / 256,
+linear warm-up then cosine decay. All randomness of step ``k`` comes from ``(seed, k)``, so a
+run resumed from a checkpoint continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from transformers import ViTMAEForPreTraining
+
+from demseg.data.normalise import DEFAULT_RECIPE, recipe_channels
+from demseg.errors import DemsegError
+from demseg.io.atomic import write_text_atomic
+from demseg.models.backbone import init_sincos_position_embeddings, mae_config
+from demseg.models.weights import save_encoder
+from demseg.pretrain.sources import CropPool, build_crop_pool, discover_sources
+from demseg.train.augment import dihedral
+
+CHECKPOINT_FORMAT = "demseg-mae-pretrain/1"
+
+
+class PretrainConfig(BaseModel):
+    """Settings of an MAE pre-training run (saved in the checkpoint)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    arch: Literal["tiny", "small", "base"] = Field("tiny", description="ViT encoder size.")
+    recipe: str = Field(DEFAULT_RECIPE, description="Normalisation recipe; the downstream run must use the same.")
+    tile_size_px: int = Field(224, gt=0, description="Side of the tiles that are normalised (as downstream).")
+    crop_size_px: int | None = Field(None, gt=0, description="Side of the random crops the MAE sees, cut from "
+                                     "normalised tiles (a multiple of the patch size; default: the tile). "
+                                     "Smaller crops are ~4x cheaper per image at half the side; the fixed "
+                                     "sin-cos position table is regenerated exactly for 224 px downstream.")
+    patch_size: int = Field(16, gt=0, description="ViT patch side in pixels.")
+    mask_ratio: float = Field(0.75, gt=0, lt=1, description="Share of patches masked.")
+    decoder_layers: int = Field(4, gt=0, description="Decoder blocks (paper: 8).")
+    decoder_width: int = Field(256, gt=0, description="Decoder width (paper: 512).")
+    steps: int = Field(2000, gt=0, description="Optimisation steps.")
+    batch_size: int = Field(32, gt=0, description="Global batch (split over processes under torchrun).")
+    base_lr: float = Field(1.5e-4, gt=0, description="lr = base_lr x batch / 256 (MAE recipe).")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Linear warm-up share of the steps.")
+    pool_size: int = Field(2048, gt=0, description="Random crops drawn once; D4 views multiply them by 8.")
+    min_valid_fraction: float = Field(0.5, ge=0, le=1, description="Crops need this much valid elevation.")
+    min_patch_valid_fraction: float = Field(0.5, ge=0, le=1, description="Patches below this are not scored.")
+    seed: int = Field(0, ge=0, description="Fixes crops, masks, augmentation and initialisation.")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="Autocast precision of the forward pass.")
+    device: str = Field("cpu", description="cpu or cuda.")
+    checkpoint_every: int = Field(200, gt=0, description="Save a resumable checkpoint every N steps.")
+
+    @property
+    def crop_px(self) -> int:
+        return self.crop_size_px or self.tile_size_px
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.batch_size / 256
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """``auto`` becomes bf16 on CUDA or a CPU with native bf16, else fp32 (emulated bf16 is far slower)."""
+    if precision != "auto":
+        return precision
+    from demseg.train.config import fast_bf16
+
+    return "bf16" if device == "cuda" or fast_bf16() else "fp32"
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), initialising the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("DEMSEG_DEVICE", "cpu") == "cuda" else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def build_mae(config: PretrainConfig) -> ViTMAEForPreTraining:
+    """A randomly initialised ViTMAEForPreTraining with fixed sin-cos position embeddings."""
+    if config.crop_px % config.patch_size:
+        raise DemsegError(f"crop size {config.crop_px} px is not a multiple of the patch size "
+                          f"{config.patch_size} px")
+    if config.crop_px > config.tile_size_px:
+        raise DemsegError(f"crop size {config.crop_px} px is larger than the tile size {config.tile_size_px} px")
+    torch.manual_seed(config.seed)
+    mae_cfg = mae_config(config.arch, recipe_channels(config.recipe), config.crop_px, config.patch_size,
+                         config.decoder_layers, config.decoder_width, config.mask_ratio)
+    mae_cfg.norm_pix_loss = True
+    model = ViTMAEForPreTraining(mae_cfg)
+    # transformers leaves these tables at zero on random init
+    init_sincos_position_embeddings(model)
+    model.vit.embeddings.position_embeddings.requires_grad_(False)
+    model.decoder.decoder_pos_embed.requires_grad_(False)
+    return model
+
+
+def lr_factor(step: int, steps: int, warmup_fraction: float) -> float:
+    """Linear warm-up, then cosine decay to 0."""
+    warmup = max(1, int(round(steps * warmup_fraction)))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def masked_patch_loss(model: ViTMAEForPreTraining, pixels: torch.Tensor, valid: torch.Tensor,
+                      noise: torch.Tensor, min_patch_valid_fraction: float,
+                      forward: torch.nn.Module | None = None) -> tuple[torch.Tensor, dict]:
+    """Normalised-pixel MSE over masked patches that are mostly valid, counting valid pixels only.
+
+    ``forward`` is the module to call (a DDP wrapper of ``model`` under torchrun, so that its
+    gradients are all-reduced); ``model`` supplies ``patchify``.
+    """
+    outputs = (forward or model)(pixel_values=pixels, noise=noise)
+    prediction = outputs.logits.float()  # (B, L, p*p*C)
+    target = model.patchify(pixels.float())
+    pixel_valid = model.patchify(valid[:, None].float().expand_as(pixels)).float()
+    count = pixel_valid.sum(-1).clamp(min=1.0)
+    mean = (target * pixel_valid).sum(-1, keepdim=True) / count[..., None]
+    var = (((target - mean) ** 2) * pixel_valid).sum(-1, keepdim=True) / count[..., None]
+    target = (target - mean) / (var + 1e-6).sqrt()
+    per_patch = (((prediction - target) ** 2) * pixel_valid).sum(-1) / count
+    scored = outputs.mask * (pixel_valid.mean(-1) >= min_patch_valid_fraction).float()
+    loss = (per_patch * scored).sum() / scored.sum().clamp(min=1.0)
+    return loss, {"outputs": outputs, "mean": mean, "var": var, "scored": scored}
+
+
+def _batch(pool: CropPool, config: PretrainConfig, step: int, rank: int, world: int, num_patches: int,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This process's share of step ``step``'s global batch; drawn from (seed, step) alone."""
+    rng = np.random.default_rng([config.seed, step])
+    rows = rng.integers(0, len(pool), config.batch_size)
+    views = rng.integers(0, 8, config.batch_size)
+    noise = torch.from_numpy(rng.random((config.batch_size, num_patches), dtype=np.float32))
+    crop = config.crop_px
+    offsets = rng.integers(0, config.tile_size_px - crop + 1, (config.batch_size, 2))
+    mine = range(rank, config.batch_size, world)
+    x = torch.stack([dihedral(torch.from_numpy(
+        pool.inputs[rows[i], :, offsets[i, 0]:offsets[i, 0] + crop, offsets[i, 1]:offsets[i, 1] + crop]
+        .astype(np.float32)), int(views[i])) for i in mine])
+    m = torch.stack([dihedral(torch.from_numpy(
+        pool.valid[rows[i], offsets[i, 0]:offsets[i, 0] + crop, offsets[i, 1]:offsets[i, 1] + crop]),
+        int(views[i])) for i in mine])
+    return x.to(device), m.to(device), noise[rank::world].to(device)
+
+
+def _config_json(config: PretrainConfig, step: int, extra: dict | None = None) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "arch": config.arch, "num_channels": recipe_channels(config.recipe),
+            "normalisation": config.recipe, "patch_size": config.patch_size, "image_size": config.crop_px,
+            "normalised_tile_size": config.tile_size_px,
+            "mask_ratio": config.mask_ratio, "decoder_layers": config.decoder_layers,
+            "decoder_width": config.decoder_width, "step": step, "method": "MAE pre-training on DEMs (demseg)",
+            "pretrain_config": json.loads(config.model_dump_json()), **(extra or {})}
+
+
+def save_checkpoint(out: Path, model: ViTMAEForPreTraining, optimizer, config: PretrainConfig, step: int,
+                    losses: list[float]) -> None:
+    """A resumable checkpoint in ``out/last`` (swapped in whole) and the encoder alone in ``out``."""
+    staging = out / ".last.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(staging / "mae.safetensors"))
+    (staging / "mae.json").write_text(json.dumps(_config_json(config, step), indent=2))
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "losses": losses}, staging / "resume.pt")
+    previous = out / ".last.old"
+    shutil.rmtree(previous, ignore_errors=True)
+    if (out / "last").exists():
+        os.replace(out / "last", previous)
+    os.replace(staging, out / "last")
+    shutil.rmtree(previous, ignore_errors=True)
+    meta = _config_json(config, step)
+    save_encoder(model, out / "encoder.safetensors",
+                 {k: meta[k] for k in ("normalisation", "step", "method", "pretrain_config")} | {"source": "demseg pretrain"})
+
+
+def load_checkpoint(out: Path, model: ViTMAEForPreTraining, optimizer, config: PretrainConfig) -> tuple[int, list]:
+    """Restore model and optimizer from ``out/last``; refuse a checkpoint of another tool or arch."""
+    last = out / "last"
+    meta_path = last / "mae.json"
+    if not meta_path.exists() or not (last / "resume.pt").exists():
+        raise DemsegError(f"no demseg pre-training checkpoint to resume in {out}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise DemsegError(f"checkpoint config is not JSON: {meta_path}") from exc
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise DemsegError(f"{out} holds a checkpoint of another tool or format, not demseg MAE pre-training")
+    saved = PretrainConfig.model_validate(meta["pretrain_config"])
+    for key in ("arch", "recipe", "tile_size_px", "crop_size_px", "patch_size", "decoder_layers", "decoder_width", "batch_size",
+                "steps", "seed", "mask_ratio"):
+        if getattr(saved, key) != getattr(config, key):
+            raise DemsegError(f"cannot resume: the checkpoint in {out} has {key}={getattr(saved, key)!r}, "
+                              f"this run asks {key}={getattr(config, key)!r}")
+    try:
+        model.load_state_dict(load_file(str(last / "mae.safetensors")))
+        state = torch.load(last / "resume.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign files surface as many exception types
+        raise DemsegError(f"cannot read the checkpoint in {last}: {str(exc).splitlines()[0][:160]}") from exc
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"]), list(state["losses"])
+
+
+def _params_in_sync(model: torch.nn.Module) -> bool:
+    """True when every process holds the same parameters (checked by an all-gather of a checksum)."""
+    if not dist.is_initialized():
+        return True
+    with torch.no_grad():
+        checksum = torch.stack([p.double().sum() for p in model.parameters()]).sum().reshape(1)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def pretrain(sources: list[str | Path], config: PretrainConfig, out: str | Path, resume: bool = False,
+             overwrite: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Pre-train an MAE on DEM crops and write checkpoints, previews and a manifest to ``out``.
+
+    ``stop_after`` ends the run early after that many steps of this invocation (to test resuming).
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    rank, world = _distributed()
+    if config.batch_size % world:
+        raise DemsegError(f"batch size {config.batch_size} does not split over {world} processes")
+    if rank == 0:
+        _prepare_out(out, resume, overwrite)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DemsegError("--device cuda asked but no CUDA device is available")
+    model = build_mae(config)
+    found = discover_sources(sources)
+    pool, skipped = build_crop_pool(found, config.tile_size_px, config.recipe, config.pool_size, config.seed,
+                                    config.min_valid_fraction, progress and rank == 0)
+    model.to(device)
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    start, losses = (load_checkpoint(out, model, optimizer, config) if resume else (0, []))
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(model)
+    num_patches = (config.crop_px // config.patch_size) ** 2
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    in_sync = True
+    started = time.perf_counter()
+    end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    bar = tqdm(range(start, end), desc=f"MAE pre-training ({config.arch})", unit="step", initial=start,
+               total=config.steps, disable=not (progress and rank == 0))
+    model.train()
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(step, config.steps, config.warmup_fraction)
+        x, valid, noise = _batch(pool, config, step, rank, world, num_patches, device)
+        with autocast:
+            loss = masked_patch_loss(model, x, valid, noise, config.min_patch_valid_fraction, train_model)[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        if world > 1:
+            reduced = torch.tensor([value], dtype=torch.float64)
+            dist.all_reduce(reduced)
+            value = float(reduced) / world
+        losses.append(value)
+        bar.set_postfix(loss=f"{value:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        done = step + 1
+        if done % config.checkpoint_every == 0 or done == end:
+            in_sync = _params_in_sync(model) and in_sync
+            if rank == 0:
+                save_checkpoint(out, model, optimizer, config, done, losses)
+    seconds = time.perf_counter() - started
+    summary = {"rank": rank, "steps_done": len(losses), "final_loss": losses[-1] if losses else None, "world_size": world,
+               "ranks_in_sync": in_sync, "seconds_this_invocation": round(seconds, 1),
+               "images_per_second": round((end - start) * config.batch_size / max(seconds, 1e-9), 2)}
+    if rank == 0:
+        _write_reports(out, model, pool, config, losses, found, skipped, summary)
+    if dist.is_initialized():
+        dist.barrier()
+    return summary
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / "last").exists():
+            raise DemsegError(f"nothing to resume: {out} holds no checkpoint")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise DemsegError(f"output folder exists: {out} (pass --resume to continue it or --overwrite)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_reports(out: Path, model, pool: CropPool, config: PretrainConfig, losses: list[float], sources,
+                   skipped: list[str], summary: dict) -> None:
+    from demseg.pretrain.report import plot_loss, reconstruction_preview
+    from demseg.train.manifest import file_sha256, package_versions
+
+    write_text_atomic(out / "loss.csv", "step,loss\n" + "".join(f"{i + 1},{v:.6f}\n" for i, v in enumerate(losses)))
+    plot_loss(losses, out / "loss.png")
+    reconstruction_preview(model, pool, config, out / "reconstruction.png")
+    manifest = {
+        "command": " ".join(sys.argv),
+        "config": json.loads(config.model_dump_json()),
+        "versions": package_versions(),
+        "sources": [{"id": s.id, "dem": str(s.dem), "sha256": file_sha256(s.dem)} for s in sources],
+        "skipped_sources": skipped,
+        "crops": len(pool),
+        "crops_per_source": {sid: pool.source_ids.count(sid) for sid in sorted(set(pool.source_ids))},
+        "loss_first_last": [losses[0], losses[-1]] if losses else None,
+        "loss_curve_every_10": losses[::10],
+        **summary,
+    }
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2))

@@ -1,0 +1,102 @@
+"""The label-budget protocol: outputs, columns, resuming, and the metrics it reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from test_train import TILE, tiny_config
+
+from demseg.data.synth import generate_world
+from demseg.evaluate.experiment import ExperimentConfig, run_experiment
+from demseg.evaluate.metrics import ConfusionCounts, SegmentationScorer, mean_ci95, object_matches
+
+REQUIRED = "task,model,backbone_weights,train_tiles,seed,iters,best_iter,iou,f1,precision,recall,train_seconds"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate_world(tmp_path_factory.mktemp("world"), scenes=6, size_px=256, seed=5, progress=False)
+
+
+def test_experiment_writes_results_summary_curves_previews_and_resumes(world, tmp_path):
+    config = ExperimentConfig(tasks=["buildings", "roads"], models=["mae-upernet", "unet"],
+                              backbone_weights=["random"], train_tiles=[2, 4], seeds=2,
+                              base=tiny_config(iters=4, val_every=2), preview_tiles=2)
+    rows = run_experiment(world, config, tmp_path / "exp", progress=False)
+    assert len(rows) == 2 * 2 * 2 * 2
+    with open(tmp_path / "exp" / "results.csv") as handle:
+        header = handle.readline().strip()
+        records = list(csv.DictReader([header] + handle.read().splitlines()))
+    assert header.startswith(REQUIRED)
+    assert all(0.0 <= float(r["iou"]) <= 1.0 for r in records if r["iou"])
+    summary = (tmp_path / "exp" / "summary.md").read_text()
+    assert "| train tiles |" in summary and "±" in summary
+    assert (tmp_path / "exp" / "curves.png").stat().st_size > 1000
+    previews = list((tmp_path / "exp" / "runs").glob("*/preview.png"))
+    assert len(previews) == 4  # one per model and task, at the largest budget, seed 0
+    manifest = json.loads((tmp_path / "exp" / "manifest.json").read_text())
+    assert manifest["runs"] == 16 and "sha256" in manifest["data"]
+    # nested subsets: the 2 tiles of a seed are inside its 4
+    by_key = {(r["task"], r["model"], r["train_tiles"], r["seed"]): set(r["train_tile_ids"]) for r in rows}
+    assert by_key[("roads", "unet", 2, 1)] < by_key[("roads", "unet", 4, 1)]
+    # resume: an interrupted experiment redoes only what is missing
+    done = sorted((tmp_path / "exp" / "runs").glob("*/metrics.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+    done[0].unlink()
+    rows_again = run_experiment(world, config, tmp_path / "exp", progress=False)
+    assert len(rows_again) == 16 and done[0].exists()
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in done[1:])
+
+
+def test_a_different_experiment_in_the_same_folder_is_refused(world, tmp_path):
+    from demseg.errors import DemsegError
+
+    config = ExperimentConfig(tasks=["buildings"], models=["unet"], train_tiles=[2], seeds=1,
+                              base=tiny_config(iters=2, val_every=2), preview_tiles=0)
+    run_experiment(world, config, tmp_path / "exp", progress=False)
+    other = config.model_copy(update={"seeds": 2})
+    with pytest.raises(DemsegError, match="different experiment"):
+        run_experiment(world, other, tmp_path / "exp", progress=False)
+
+
+def test_pixel_metrics_match_hand_counts_and_ignore_unknown_pixels():
+    target = np.array([[1, 1, 0, 255], [0, 1, 0, 255]], np.uint8)
+    prediction = np.array([[1, 0, 1, 1], [0, 1, 0, 1]], np.uint8)
+    counts = ConfusionCounts()
+    counts.add(prediction, target)
+    assert (counts.tp, counts.fp, counts.fn, counts.tn) == (2, 1, 1, 2)
+    scores = counts.scores()
+    assert scores["iou"] == pytest.approx(0.5) and scores["f1"] == pytest.approx(2 / 3)
+
+
+def test_object_f1_matches_instances_at_iou_half():
+    truth = np.zeros((40, 40), bool)
+    truth[2:12, 2:12] = True
+    truth[20:30, 20:30] = True
+    prediction = np.zeros_like(truth)
+    prediction[2:12, 3:13] = True  # IoU 0.82 with the first
+    prediction[20:24, 20:24] = True  # IoU 0.16 with the second
+    assert object_matches(prediction, truth, np.ones_like(truth)) == (1, 2, 2)
+    scorer = SegmentationScorer("buildings")
+    scorer.add(prediction.astype(np.uint8), truth.astype(np.uint8))
+    assert scorer.scores()["object_f1"] == pytest.approx(0.5)
+
+
+def test_road_completeness_and_correctness_use_a_buffer():
+    truth = np.zeros((30, 30), np.uint8)
+    truth[10:14, :] = 1
+    prediction = np.zeros_like(truth)
+    prediction[11:15, :] = 1  # shifted by one pixel: within a 2 m buffer at 0.5 m pixels
+    scorer = SegmentationScorer("roads", pixel_size_m=0.5, road_buffer_m=2.0)
+    scorer.add(prediction, truth)
+    scores = scorer.scores()
+    assert scores["completeness"] == 1.0 and scores["correctness"] == 1.0 and scores["iou"] < 1.0
+
+
+def test_confidence_interval_is_student_t():
+    mean, half = mean_ci95([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6) and half == pytest.approx(4.303 * 0.1 / np.sqrt(3), rel=1e-3)
+    assert np.isnan(mean_ci95([0.4])[1])

@@ -1,0 +1,125 @@
+"""MAE pre-training: runs, resumes exactly, runs under torchrun, refuses bad input, feeds downstream."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_raster
+from safetensors.torch import load_file
+
+from demseg.errors import DemsegError
+from demseg.pretrain.mae import PretrainConfig, build_mae, pretrain
+
+TINY = dict(arch="tiny", tile_size_px=48, crop_size_px=32, patch_size=16, steps=4, batch_size=4, pool_size=8,
+            checkpoint_every=2, decoder_layers=1, decoder_width=32, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def dem_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dems")
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (folder / name).mkdir()
+        dem = rng.normal(20, 3, (96, 96)).astype(np.float32)
+        dem[:10, :10] = -9999.0
+        write_raster(folder / name / "dsm.tif", dem, pixel_size_m=0.5)
+    return folder
+
+
+def _encoder(out):
+    return load_file(str(out / "encoder.safetensors"))
+
+
+def test_pretrain_writes_encoder_checkpoint_previews_and_manifest(dem_folder, tmp_path):
+    summary = pretrain([dem_folder], PretrainConfig(**TINY), tmp_path / "ckpt", progress=False)
+    out = tmp_path / "ckpt"
+    for name in ("encoder.safetensors", "encoder.json", "last/mae.safetensors", "last/resume.pt", "manifest.json",
+                 "loss.csv", "loss.png", "reconstruction.png"):
+        assert (out / name).exists(), name
+    meta = json.loads((out / "encoder.json").read_text())
+    assert meta["normalisation"] == "relief+slope" and meta["num_channels"] == 2 and meta["arch"] == "tiny"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["steps_done"] == 4 and len(manifest["sources"]) == 2 and manifest["sources"][0]["sha256"]
+    assert summary["world_size"] == 1 and np.isfinite(summary["final_loss"])
+
+
+def test_fresh_mae_has_nonzero_sincos_position_embeddings():
+    model = build_mae(PretrainConfig(**TINY))
+    assert model.vit.embeddings.position_embeddings[0, 1:].abs().sum() > 0
+    assert model.decoder.decoder_pos_embed[0, 1:].abs().sum() > 0
+
+
+def test_resumed_run_equals_an_uninterrupted_one(dem_folder, tmp_path):
+    config = PretrainConfig(**TINY)
+    pretrain([dem_folder], config, tmp_path / "straight", progress=False)
+    pretrain([dem_folder], config, tmp_path / "resumed", progress=False, stop_after=2)
+    assert json.loads((tmp_path / "resumed" / "last" / "mae.json").read_text())["step"] == 2
+    pretrain([dem_folder], config, tmp_path / "resumed", resume=True, progress=False)
+    straight, resumed = _encoder(tmp_path / "straight"), _encoder(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.allclose(straight[key], resumed[key], atol=1e-6), key
+
+
+def test_encoder_made_by_pretrain_loads_downstream_at_224_px(dem_folder, tmp_path):
+    from demseg.models.backbone import build_backbone
+
+    pretrain([dem_folder], PretrainConfig(**TINY), tmp_path / "ckpt", progress=False)
+    backbone = build_backbone("tiny", str(tmp_path / "ckpt" / "encoder.safetensors"), 2, dtype="fp32",
+                              image_size=224)
+    maps = backbone(torch.zeros(1, 2, 224, 224))
+    assert [tuple(m.shape) for m in maps] == [(1, 192, 14, 14)] * 4
+
+
+def test_two_processes_under_torchrun_stay_in_sync(dem_folder, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "demseg.cli", "pretrain", str(dem_folder), "--out", str(tmp_path / "ddp"), "--arch", "tiny",
+               "--tile-size-px", "48", "--crop-size-px", "32", "--steps", "4", "--batch-size", "4",
+               "--pool-size", "8", "--decoder-layers", "1", "--decoder-width", "32", "--checkpoint-every", "2",
+               "--precision", "fp32", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["ranks_in_sync"] is True and manifest["steps_done"] == 4
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("empty", "no DEM found"),
+    ("patch", "multiple of the patch size"),
+    ("arch", "cannot resume"),
+    ("foreign", "another tool"),
+    ("nodata", "no tiles"),
+])
+def test_bad_pretraining_input_is_one_clear_error(dem_folder, tmp_path, case, pattern):
+    config = PretrainConfig(**TINY)
+    sources = [dem_folder]
+    kwargs = {}
+    if case == "empty":
+        (tmp_path / "empty").mkdir()
+        sources = [tmp_path / "empty"]
+    elif case == "patch":
+        config = PretrainConfig(**{**TINY, "crop_size_px": 40})
+    elif case == "arch":
+        pretrain(sources, config, tmp_path / "ckpt", progress=False, stop_after=2)
+        config = PretrainConfig(**{**TINY, "arch": "small"})
+        kwargs = {"resume": True}
+    elif case == "foreign":
+        (tmp_path / "ckpt" / "last").mkdir(parents=True)
+        (tmp_path / "ckpt" / "last" / "mae.json").write_text(json.dumps({"format": "timm"}))
+        (tmp_path / "ckpt" / "last" / "resume.pt").write_bytes(b"")
+        kwargs = {"resume": True}
+    elif case == "nodata":
+        (tmp_path / "holes").mkdir()
+        dem = np.full((96, 96), -9999.0, np.float32)
+        dem[:5, :5] = 3.0
+        write_raster(tmp_path / "holes" / "dsm.tif", dem)
+        sources = [tmp_path / "holes"]
+    with pytest.raises(DemsegError, match=pattern):
+        pretrain(sources, config, tmp_path / "ckpt", progress=False, **kwargs)

@@ -1,0 +1,156 @@
+"""Training: feature cache equivalence, run folders, reproducibility, evaluation, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from demseg.data.synth import generate_world
+from demseg.errors import DemsegError
+from demseg.train.config import TrainConfig
+from demseg.train.features import encode_views
+from demseg.train.loop import fit
+from demseg.train.run import build_model, load_run, prepare_data, run_arrays, train_run
+
+TILE = 64
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Six 256 px synthetic scenes (5 train, 1 val): 16 tiles of 64 px each."""
+    out = tmp_path_factory.mktemp("world")
+    return generate_world(out, scenes=6, size_px=256, seed=3, val_fraction=0.2, progress=False)
+
+
+def tiny_config(**fields) -> TrainConfig:
+    base = dict(task="buildings", model="mae-upernet", arch="tiny", tile_size_px=TILE, train_tiles=4, val_tiles=6,
+                iters=6, val_every=3, head_width=16, neck_width=16, unet_width=4, batch_size=4, views=2,
+                backbone_dtype="fp32", amp="off", min_valid_fraction=0.5)
+    base.update(fields)
+    return TrainConfig(**base)
+
+
+def test_cached_and_uncached_training_see_the_same_features_and_losses(world):
+    config = tiny_config()
+    data = prepare_data(world, ["buildings"], TILE, 6, 4, 0, 0.5, progress=False)
+    _, _, train, val = run_arrays(data, config)
+    model = build_model(config, train.inputs.shape[1])
+    cache = encode_views(model.backbone, train.inputs, train.targets, views=2, dtype=torch.float32)
+    from demseg.train.augment import dihedral
+
+    direct = model.backbone(dihedral(torch.from_numpy(train.inputs[1]), 1)[None])
+    for level, feature in enumerate(direct):
+        assert torch.allclose(cache.levels[level][1 * 2 + 1], feature[0], atol=1e-5)
+    uncached = fit(config.model_copy(update={"cached": False}), build_model(config, 2), train, val, progress=False)
+    exact = fit(config.model_copy(update={"cache_dtype": "fp32"}), build_model(config, 2), train, val,
+                progress=False)
+    assert np.allclose(exact.losses, uncached.losses, rtol=1e-4, atol=1e-5)
+    # the cache stores features in bf16 by default: equal to bf16 tolerance
+    cached = fit(config, build_model(config, 2), train, val, progress=False)
+    assert np.allclose(cached.losses, uncached.losses, rtol=2e-2, atol=2e-3)
+
+
+def test_flipping_cached_tokens_is_not_the_same_as_encoding_the_flipped_tile(world):
+    config = tiny_config()
+    data = prepare_data(world, ["buildings"], TILE, 6, 4, 0, 0.5, progress=False)
+    _, _, train, _ = run_arrays(data, config)
+    model = build_model(config, train.inputs.shape[1])
+    x = torch.from_numpy(train.inputs[:1])
+    encoded_flip = model.backbone(torch.flip(x, dims=(-1,)))[3]
+    flipped_tokens = torch.flip(model.backbone(x)[3], dims=(-1,))
+    cosine = torch.nn.functional.cosine_similarity(encoded_flip, flipped_tokens, dim=1).mean()
+    assert cosine < 0.99  # hence one cache entry per view
+
+
+def test_train_run_writes_a_complete_reproducible_run_folder(world, tmp_path):
+    config = tiny_config()
+    first = train_run(world, config, tmp_path / "a", progress=False)
+    second = train_run(world, config, tmp_path / "b", progress=False)
+    first.pop("train_seconds")
+    second.pop("train_seconds")
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)  # NaN-safe equality
+    for name in ("config.json", "model.safetensors", "backbone.safetensors", "metrics.json", "tiles.csv",
+                 "manifest.json", "history.csv"):
+        assert (tmp_path / "a" / name).exists(), name
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert len(manifest["tiles"]["train"]) == 4 and manifest["data"]["sha256"]
+    assert manifest["versions"]["torch"].startswith("2.")
+    model, loaded = load_run(tmp_path / "a")
+    assert loaded.pixel_size_m == 0.5 and not any(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_unet_trains_and_evaluates_on_the_validation_scenes(world, tmp_path, capsys):
+    from demseg.cli import main
+
+    code = main(["train", str(world), "--model", "unet", "--train-tiles", "4", "--iters", "4", "--val-every", "2",
+                 "--tile-size-px", str(TILE), "--unet-width", "4", "--val-tiles", "6", "--out", str(tmp_path / "u"),
+                 "--quiet"])
+    assert code == 0
+    code = main(["evaluate", str(tmp_path / "u"), str(world), "--quiet"])
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 0 and out.startswith("iou=") and "f1=" in out and "precision=" in out and "recall=" in out
+    metrics = json.loads((tmp_path / "u" / "evaluations" / "synthetic-world" / "metrics.json").read_text())
+    assert metrics["validation"] == "scenes marked split: val" and metrics["val_tiles"] > 0
+    assert (tmp_path / "u" / "evaluations" / "synthetic-world" / "preview.png").exists()
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--train-tiles", "500"], "only"),
+    (["--task", "roads", "--spec-without-roads"], "no scene"),
+    (["--iters", "0"], "--iters"),
+    (["--backbone-weights", "CORRUPT"], "corrupt|not|cannot"),
+    (["--backbone-weights", "PICKLE"], "refus|unsafe|weights_only|code"),
+    (["--recipe", "minmax+ndvi"], "unknown normalisation"),
+])
+def test_bad_training_inputs_give_one_line_and_exit_2(world, tmp_path, capsys, argv, pattern):
+    from demseg.cli import main
+
+    spec = str(world)
+    argv = list(argv)
+    if "--spec-without-roads" in argv:
+        argv.remove("--spec-without-roads")
+        text = world.read_text().replace("classes: {buildings: 1, roads: 2}", "classes: {buildings: 1}")
+        spec = str(tmp_path / "no_roads.yaml")
+        (tmp_path / "no_roads.yaml").write_text(text.replace(": s0", f": {world.parent}/s0"))
+    if "CORRUPT" in argv:
+        bad = tmp_path / "enc.safetensors"
+        bad.write_bytes(b"\x10\x00\x00\x00not really safetensors")
+        argv[argv.index("CORRUPT")] = str(bad)
+    if "PICKLE" in argv:
+        marker = tmp_path / "executed"
+
+        class Evil:
+            def __reduce__(self):
+                return (open, (str(marker), "w"))
+
+        torch.save({"model": Evil()}, tmp_path / "evil.pth")
+        argv[argv.index("PICKLE")] = str(tmp_path / "evil.pth")
+    code = main(["train", spec, "--tile-size-px", str(TILE), "--iters", "2", "--train-tiles", "2",
+                 "--out", str(tmp_path / "run"), "--quiet", *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    import re
+
+    assert re.search(pattern, err, re.IGNORECASE), err
+    assert not (tmp_path / "executed").exists()
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_existing_output_folder_is_refused_without_overwrite(world, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    with pytest.raises(DemsegError, match="exists"):
+        train_run(world, tiny_config(), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+
+
+def test_wrong_architecture_run_weights_are_refused(world, tmp_path):
+    train_run(world, tiny_config(model="unet"), tmp_path / "u", progress=False)
+    config = json.loads((tmp_path / "u" / "config.json").read_text())
+    config["unet_width"] = 8
+    (tmp_path / "u" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DemsegError, match="do not fit"):
+        load_run(tmp_path / "u")
