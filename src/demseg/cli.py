@@ -147,7 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_experiment(commands)
     _add_demo(commands)
+    _add_probe(commands)
     return parser
+
+
+def _add_probe(commands) -> None:
+    p = commands.add_parser("probe", help="linear probe of frozen backbones on building patches",
+                            description="Fit a logistic regression on frozen patch features (is this 16x16 patch "
+                                        "mostly building?) on the training tiles of the spatial split and score "
+                                        "it on the validation tiles, for each backbone weights given.")
+    p.add_argument("spec", help="dataset spec (YAML) or folder with building labels")
+    p.add_argument("--backbone-weights", type=name_list, default=["dem-tiny", "random"],
+                   help="weights to compare, comma-separated (default dem-tiny,random)")
+    p.add_argument("--arch", choices=["tiny", "small", "base"], default="tiny", help="ViT size (default tiny)")
+    p.add_argument("--recipe", default="relief+slope", help="normalisation recipe (default relief+slope)")
+    p.add_argument("--val-tiles", type=non_negative_int, default=50, help="validation tiles (default 50)")
+    p.set_defaults(func=_cmd_probe)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from demseg.evaluate.probe import linear_probe
+
+    rows = linear_probe(args.spec, args.backbone_weights, args.arch, args.recipe, val_tiles=args.val_tiles)
+    print("| weights | accuracy | balanced accuracy | train patches | val patches |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['weights']} | {row['accuracy']:.3f} | {row['balanced_accuracy']:.3f} | "
+              f"{row['train_patches']} | {row['val_patches']} |")
+    return 0
 
 
 def _add_pretrain(commands) -> None:

@@ -55,6 +55,10 @@ def build_model(config: TrainConfig, num_channels: int, backbone: nn.Module | No
         backbone = build_backbone(config.arch, resolve_weights(config.backbone_weights), num_channels,
                                   tuple(config.tap_blocks), dtype=config.backbone_torch_dtype(),
                                   image_size=config.tile_size_px)
+        trained_on = (getattr(backbone, "weights_metadata", None) or {}).get("normalisation")
+        if trained_on and trained_on != config.recipe:
+            raise DemsegError(f"backbone weights {config.backbone_weights!r} were pre-trained on {trained_on!r} "
+                              f"inputs but this run normalises with {config.recipe!r}: pass --recipe {trained_on}")
     torch.manual_seed(config.seed)
     head = SegmentationHead(backbone.embed_dim, 2, config.head_width, neck_channels=config.neck_width,
                             aux_head=config.aux_head)
