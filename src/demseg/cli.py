@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment(commands)
     _add_demo(commands)
     _add_probe(commands)
+    _add_predict(commands)
     return parser
 
 
@@ -232,8 +233,11 @@ def _add_train_flags(p: argparse.ArgumentParser, single: bool) -> None:
     p.add_argument("--val-tiles", type=non_negative_int, default=50, help="validation tiles (default 50)")
     p.add_argument("--arch", choices=["tiny", "small", "base"], default="tiny", help="MAE ViT size (default tiny)")
     p.add_argument("--recipe", default="relief+slope", help="normalisation recipe (default relief+slope)")
-    p.add_argument("--head-width", type=positive_int, default=256, help="UperNet width (default 256)")
-    p.add_argument("--unet-width", type=positive_int, default=32, help="UNet base width (default 32)")
+    p.add_argument("--head-width", type=positive_int, default=64,
+                   help="UperNet width (default 64, CPU-sized; the paper's MMSegmentation head is 512)")
+    p.add_argument("--neck-width", type=non_negative_int, default=64,
+                   help="project tokens to this width before the pyramid (default 64; 0 keeps the ViT width)")
+    p.add_argument("--unet-width", type=positive_int, default=16, help="UNet base width (default 16)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="tiles per step (default 8)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--val-every", type=positive_int, default=150, help="validate every N steps (default 150)")
@@ -252,7 +256,8 @@ def _train_config(args: argparse.Namespace, **fields):
     if args.iters <= 0:
         raise DemsegError(f"--iters must be positive, got {args.iters}")
     return TrainConfig(iters=args.iters, val_tiles=args.val_tiles, arch=args.arch, recipe=args.recipe,
-                       head_width=args.head_width, unet_width=args.unet_width, batch_size=args.batch_size,
+                       head_width=args.head_width, neck_width=args.neck_width or None,
+                       unet_width=args.unet_width, batch_size=args.batch_size,
                        lr=args.lr, val_every=min(args.val_every, args.iters), tile_size_px=args.tile_size_px,
                        split_seed=args.split_seed, cached=not args.no_cache, backbone_dtype=args.backbone_dtype,
                        **fields)
@@ -352,6 +357,64 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from demseg.evaluate.demo import run_demo
 
     print(run_demo(args.out, paper=args.paper, progress=not args.quiet))
+    return 0
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
+def _add_predict(commands) -> None:
+    p = commands.add_parser("predict", help="segment whole scenes with a trained run",
+                            description="Predict whole DEMs with a trained run: overlapping windows blended "
+                                        "smoothly, written row block by row block (memory does not grow with the "
+                                        "scene). Writes <stem>_mask.tif and <stem>_prob.tif (Cloud-Optimized "
+                                        "GeoTIFFs on the DEM's grid), <stem>_vectors.gpkg (buildings, or roads and "
+                                        "road_centrelines), <stem>_preview.png and <stem>_done.json. A rerun skips "
+                                        "scenes whose outputs are complete.")
+    p.add_argument("run", help="run folder made by demseg train")
+    p.add_argument("inputs", nargs="+", help="DEM GeoTIFF(s) and/or dataset spec(s) (each scene's dem and dtm)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--dtm", help="bare-earth DTM on the DEM's grid (one DEM only): gives mean_height_m")
+    p.add_argument("--band", type=positive_int, help="elevation band of multi-band DEMs (1-based)")
+    p.add_argument("--crs", help="CRS for DEMs that declare none, e.g. EPSG:2154")
+    p.add_argument("--overlap", type=fraction, default=0.25, help="window overlap, 0 to below 1 (default 0.25)")
+    p.add_argument("--tta", action="store_true", help="average the 8 flips and rotations (8x slower)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--min-area-m2", type=non_negative_float, default=10.0,
+                   help="drop polygons smaller than this (default 10)")
+    p.add_argument("--simplify-m", type=non_negative_float,
+                   help="simplification tolerance in metres (default: the pixel size; 0: none)")
+    p.add_argument("--regularise", action="store_true",
+                   help="polygons filling >= 85%% of their minimum rotated rectangle become that rectangle")
+    p.add_argument("--block-rows", type=positive_int, help="rows per vectorising block (default: ~4 Mpx blocks)")
+    p.add_argument("--allow-resolution-mismatch", action="store_true",
+                   help="predict DEMs whose pixel size is more than 10%% off the run's (default: refuse)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="scenes in parallel on a local Dask cluster of N processes (default 1: no Dask)")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--overwrite", action="store_true", help="predict complete scenes again")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from demseg.predict import predict_many
+
+    results = predict_many(args.run, args.inputs, args.out, workers=args.workers, scheduler=args.scheduler,
+                           overwrite=args.overwrite, progress=not args.quiet, overlap=args.overlap, tta=args.tta,
+                           batch_size=args.batch_size, block_rows=args.block_rows, min_area_m2=args.min_area_m2,
+                           simplify_m=args.simplify_m, regularise=args.regularise,
+                           allow_resolution_mismatch=args.allow_resolution_mismatch, dtm_path=args.dtm,
+                           band=args.band, crs=args.crs)
+    for stem, paths in results.items():
+        print(f"{stem}: {paths['mask']} {paths['prob']} {paths['vectors']} {paths['preview']}")
     return 0
 
 

@@ -19,7 +19,7 @@ from demseg.train.config import TrainConfig
 
 DEMO_SCENES = 12
 PAPER_SCENES = 40
-DEMO_ITERS = 150
+DEMO_ITERS = 120
 
 
 def demo_config(paper: bool) -> ExperimentConfig:
@@ -28,7 +28,7 @@ def demo_config(paper: bool) -> ExperimentConfig:
         base = TrainConfig(backbone_weights="dem-tiny", iters=3000, val_every=150, head_width=256, unet_width=32)
         return ExperimentConfig(tasks=["buildings", "roads"], backbone_weights=["dem-tiny"],
                                 train_tiles=[10, 50, 200, 450], seeds=3, base=base)
-    base = TrainConfig(backbone_weights="dem-tiny", iters=DEMO_ITERS, val_every=50, head_width=64, neck_width=64,
+    base = TrainConfig(backbone_weights="dem-tiny", iters=DEMO_ITERS, val_every=40, head_width=64, neck_width=64,
                        unet_width=8, lr=2e-3)
     return ExperimentConfig(tasks=["buildings", "roads"], backbone_weights=["dem-tiny"], train_tiles=[10, 50],
                             seeds=1, base=base, preview_tiles=3)

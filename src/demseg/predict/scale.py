@@ -1,0 +1,203 @@
+"""Predict many scenes: in this process, on a local Dask cluster, or on an existing one.
+
+Scenes are the unit of work (a worker predicts whole scenes; large scenes are not split across
+workers). Each worker process loads the model once: a run folder is loaded on first use and
+kept, an in-memory model is broadcast to every worker once. A rerun skips scenes whose
+``_done.json`` says their outputs are complete and were made with the same run and settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from demseg.errors import DemsegError
+from demseg.predict.outputs import is_done, output_paths, prepare_out_dir
+from demseg.predict.scene import (
+    LoadedRun,
+    check_resolution,
+    done_record,
+    predict_scene,
+    resolve_run,
+    scene_settings,
+)
+from demseg.predict.sliding import DemInput, window_stride
+from demseg.predict.vectorise import DEFAULT_MIN_AREA_M2
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def scene_inputs(inputs: Iterable[str | os.PathLike | DemInput], dtm_path: str | os.PathLike | None = None,
+                 band: int | None = None, crs: str | None = None) -> list[DemInput]:
+    """The scenes named by DEM paths, dataset specs (each scene's dem, dtm, band, crs, nodata) or DemInputs.
+
+    ``dtm_path`` goes with a single DEM path; ``band`` and ``crs`` apply to DEM paths (specs
+    carry their own). Outputs are named by the DEM's file stem (a spec's scene id); stems shared
+    by several inputs get their folder name in front (``s000/dem.tif`` -> ``s000_dem``).
+    """
+    from demseg.data.spec import load_spec
+
+    inputs = list(inputs)
+    is_spec = [not isinstance(i, DemInput) and (Path(i).is_dir() or Path(i).suffix.lower() in SPEC_SUFFIXES)
+               for i in inputs]
+    if dtm_path is not None and (len(inputs) != 1 or is_spec[0] or isinstance(inputs[0], DemInput)):
+        raise DemsegError("a DTM goes with exactly one DEM file; list the DTMs of several scenes in a dataset spec")
+    sources: list[DemInput] = []
+    for item, spec_file in zip(inputs, is_spec, strict=True):
+        if isinstance(item, DemInput):
+            sources.append(item)
+        elif spec_file:
+            spec = load_spec(item)
+            sources += [DemInput(spec.path(s.dem), spec.path(s.dtm) if s.dtm else None, s.band, s.crs, s.nodata,
+                                 s.id) for s in spec.scenes]
+        else:
+            sources.append(DemInput(Path(item), Path(dtm_path) if dtm_path is not None else None, band, crs))
+    if not sources:
+        raise DemsegError("no scene to predict")
+    counts = Counter(source.name for source in sources)
+    sources = [replace(s, stem=f"{Path(s.dem).resolve().parent.name}_{s.name}") if counts[s.name] > 1 else s
+               for s in sources]
+    clashes = sorted(name for name, n in Counter(s.name for s in sources).items() if n > 1)
+    if clashes:
+        raise DemsegError(f"several inputs would write the same outputs: {', '.join(clashes)} "
+                          "(rename the DEMs or predict them into different folders)")
+    return sources
+
+
+def _worker_threads() -> None:
+    """Let torch use the threads the Dask worker was given (1 on a LocalCluster from ``workers=N``)."""
+    try:
+        from distributed import get_worker
+
+        threads = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        threads = 1
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def _scene_job(run, source: DemInput, out_dir: str, options: dict) -> tuple[str, dict[str, str], float]:
+    """One scene on a Dask worker: (stem, output paths, area in km2)."""
+    _worker_threads()
+    paths = predict_scene(run, source, out_dir, progress=False, **options)
+    return source.name, {name: str(path) for name, path in paths.items()}, done_record(paths)["area_km2"]
+
+
+def _dask_client(workers: int, scheduler: str | None):
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise DemsegError("several workers or a scheduler need dask: pip install 'demseg[dask]'") from exc
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="30s"), None
+        except OSError as exc:
+            raise DemsegError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from exc
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def predict_many(run, inputs: Iterable[str | os.PathLike | DemInput], out_dir: str | os.PathLike,
+                 workers: int = 1, scheduler: str | None = None, overwrite: bool = False, progress: bool = True,
+                 overlap: float = 0.25, tta: bool = False, batch_size: int = 8, block_rows: int | None = None,
+                 min_area_m2: float = DEFAULT_MIN_AREA_M2, simplify_m: float | None = None,
+                 regularise: bool = False, allow_resolution_mismatch: bool = False,
+                 dtm_path: str | os.PathLike | None = None, band: int | None = None,
+                 crs: str | None = None) -> dict[str, dict[str, Path]]:
+    """Predict every scene of ``inputs`` into ``out_dir``; returns each scene's output paths by stem.
+
+    ``workers=1`` without ``scheduler`` runs here, one scene after another; ``workers=N`` starts a
+    local Dask cluster of N processes with one thread each; ``scheduler="tcp://host:8786"`` uses
+    an existing cluster. Complete scenes are skipped unless ``overwrite``. The options and every
+    input (grid, pixel size) are checked before any work starts; a scene that fails later does
+    not stop the others, and the failures are raised together at the end. ``dtm_path``,
+    ``band`` and ``crs``: see :func:`scene_inputs`. A script that starts a local cluster needs the
+    usual ``if __name__ == "__main__":`` guard (worker processes are spawned and import it).
+    """
+    if workers < 1:
+        raise DemsegError(f"workers must be at least 1, got {workers}")
+    if batch_size < 1:
+        raise DemsegError(f"batch size must be positive, got {batch_size}")
+    sources = scene_inputs(inputs, dtm_path, band, crs)
+    loaded = resolve_run(run)
+    window_stride(loaded.config.tile_size_px, overlap)
+    out_dir = prepare_out_dir(out_dir)
+    for source in sources:
+        check_resolution(source.grid().pixel_size_m, loaded.config, allow_resolution_mismatch)
+    options = dict(overlap=overlap, tta=tta, batch_size=batch_size, block_rows=block_rows, min_area_m2=min_area_m2,
+                   simplify_m=simplify_m, regularise=regularise, allow_resolution_mismatch=allow_resolution_mismatch)
+    results: dict[str, dict[str, Path]] = {}
+    todo = []
+    for source in sources:
+        paths = output_paths(out_dir, source.name)
+        settings = scene_settings(loaded, source, overlap, tta, min_area_m2, simplify_m, regularise)
+        if not overwrite and is_done(paths, settings):
+            results[source.name] = paths
+        else:
+            todo.append(source)
+    if len(results):
+        logging.getLogger("demseg.predict").info("%d scene(s) already complete, skipped", len(results))
+    failures: list[tuple[str, str]] = []
+    bar = tqdm(total=len(todo), desc="predict", unit="scene", disable=not progress or not todo)
+    started, area_km2 = time.perf_counter(), 0.0
+
+    def finished(stem: str, paths: dict[str, Path], area: float) -> None:
+        nonlocal area_km2
+        results[stem] = paths
+        area_km2 += area
+        hours = (time.perf_counter() - started) / 3600
+        bar.update(1)
+        bar.set_postfix_str(f"{area_km2 / max(hours, 1e-9):.2f} km2/h")
+
+    try:
+        if scheduler is None and workers == 1:
+            for source in todo:
+                try:
+                    paths = predict_scene(loaded, source, out_dir, progress=progress, **options)
+                except DemsegError as exc:
+                    failures.append((source.name, str(exc)))
+                    continue
+                finished(source.name, paths, done_record(paths)["area_km2"])
+        elif todo:
+            _predict_on_dask(run, loaded, todo, out_dir, workers, scheduler, options, finished, failures)
+    finally:
+        bar.close()
+    if failures:
+        stem, message = failures[0]
+        raise DemsegError(f"{len(failures)} of {len(sources)} scene(s) failed; {stem}: {message}")
+    return {source.name: results[source.name] for source in sources}
+
+
+def _predict_on_dask(run, loaded: LoadedRun, todo: list[DemInput], out_dir: Path, workers: int,
+                     scheduler: str | None, options: dict, finished, failures: list) -> None:
+    from dask.distributed import as_completed
+
+    client, cluster = _dask_client(workers, scheduler)
+    try:
+        # a run folder is loaded by each worker (once); an in-memory model is sent to each worker once
+        if isinstance(run, (str, os.PathLike)):
+            run_arg = str(Path(run).resolve())
+        else:
+            run_arg = client.scatter(loaded, broadcast=True)
+        futures = [client.submit(_scene_job, run_arg, source, str(out_dir), options, pure=False,
+                                 key=f"predict-{source.name}-{os.getpid()}-{time.time_ns()}") for source in todo]
+        names = {future.key: source.name for future, source in zip(futures, todo, strict=True)}
+        for future in as_completed(futures):
+            try:
+                stem, paths, area = future.result()
+            except DemsegError as exc:
+                failures.append((names[future.key], str(exc)))
+                continue
+            finished(stem, {name: Path(path) for name, path in paths.items()}, area)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

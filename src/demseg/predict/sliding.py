@@ -1,0 +1,278 @@
+"""Sliding-window inference over a whole scene, written row block by row block.
+
+Windows of the run's tile size overlap by a fraction (default 25 %) and are blended with a
+Hann (raised-cosine) weight that is highest at a window's centre, where the model saw the most
+context, and never below ``WEIGHT_FLOOR``, so pixels at the scene border, covered only by a
+window's edge, still get a defined probability. Each window is normalised on its own exactly as
+training tiles are (:func:`demseg.data.normalise.normalise_tile`).
+
+Memory does not grow with the scene height: the DEM is read one window-row strip at a time,
+probabilities are summed into a float32 strip one window high (:class:`StripAccumulator`), and
+the rows that no later window touches are divided by their weight and written out at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+from torch import nn
+from tqdm import tqdm
+
+from demseg.data.normalise import normalise_tile
+from demseg.errors import DemsegError
+from demseg.io.raster import GridSpec, open_grid, read_dem
+from demseg.models.upernet import MaeUperNet
+from demseg.train.augment import NUM_VIEWS, dihedral, dihedral_inverse
+from demseg.train.config import TrainConfig
+
+NODATA = 255  # mask and probability rasters: no elevation, no prediction
+WEIGHT_FLOOR = 0.01  # smallest blending weight (window edges, scene borders)
+RAW_BLOCK_ROWS = 16  # strips of the temporary GeoTIFFs that row blocks are written into
+
+
+@dataclass(frozen=True)
+class DemInput:
+    """A scene to predict: its DEM, an optional DTM on the same grid, read options and output stem."""
+
+    dem: Path
+    dtm: Path | None = None
+    band: int | None = None
+    crs: str | None = None
+    nodata: float | None = None
+    stem: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The stem of the outputs: ``<name>_mask.tif`` and so on."""
+        return self.stem or Path(self.dem).stem
+
+    def grid(self) -> GridSpec:
+        """The DEM's grid; the DTM, when given, must lie on exactly the same grid."""
+        grid = open_grid(self.dem, self.crs, "DEM")
+        if self.dtm is not None:
+            dtm_grid = open_grid(self.dtm, self.crs or grid.crs, "DTM")
+            if not dtm_grid.same_as(grid):
+                raise DemsegError(f"DTM is on a different grid or CRS than its DEM: {self.dtm} vs {self.dem}")
+        return grid
+
+    def read_rows(self, row_off: int, rows: int, grid: GridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Elevation (NaN where invalid), validity and DTM (or None) of rows [row_off, row_off + rows)."""
+        window = Window(0, row_off, grid.width, rows)
+        dem = read_dem(self.dem, band=self.band, crs=self.crs, nodata=self.nodata, window=window, what="DEM")
+        dtm = None
+        if self.dtm is not None:
+            dtm = read_dem(self.dtm, crs=self.crs or grid.crs, window=window, what="DTM").elevation
+        return dem.elevation, dem.valid_mask, dtm
+
+
+def as_input(source: DemInput | str | os.PathLike, dtm: str | os.PathLike | None = None) -> DemInput:
+    """A :class:`DemInput` from a path (plus optional DTM path) or an existing one."""
+    if isinstance(source, DemInput):
+        return source if dtm is None else replace(source, dtm=Path(dtm))
+    return DemInput(Path(source), Path(dtm) if dtm is not None else None)
+
+
+class StageTimer:
+    """Seconds spent per stage (read, normalise, backbone, head, write, ...), summed over calls."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+
+def window_stride(tile_size_px: int, overlap: float) -> int:
+    """Step between window origins for an overlap fraction in [0, 1)."""
+    if not 0.0 <= overlap < 1.0:
+        raise DemsegError(f"overlap must be in [0, 1), got {overlap}")
+    return max(1, int(round(tile_size_px * (1.0 - overlap))))
+
+
+def window_offsets(length_px: int, tile_size_px: int, stride_px: int) -> list[int]:
+    """Window origins along one axis: every ``stride_px``, the last one flush with the far edge.
+
+    An axis shorter than a window gets one window at 0 (the caller pads with invalid pixels).
+    """
+    if length_px <= tile_size_px:
+        return [0]
+    return list(range(0, length_px - tile_size_px, stride_px)) + [length_px - tile_size_px]
+
+
+def blend_weights(tile_size_px: int, floor: float = WEIGHT_FLOOR) -> np.ndarray:
+    """A (T, T) float32 separable Hann window, 1 at the centre, at least ``floor`` at the edges."""
+    centres = (np.arange(tile_size_px) + 0.5) / tile_size_px
+    hann = np.sin(np.pi * centres) ** 2
+    return np.maximum(np.outer(hann, hann), floor).astype(np.float32)
+
+
+class StripAccumulator:
+    """Weighted probability sums for the rows one window-row covers: (window height, scene width) float32.
+
+    Its size depends on the tile size and the scene width only, never on the scene height.
+    """
+
+    def __init__(self, tile_size_px: int, width_px: int):
+        self.tile_size_px = tile_size_px
+        self.weighted = np.zeros((tile_size_px, width_px), np.float32)
+        self.weight = np.zeros((tile_size_px, width_px), np.float32)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.weighted.shape
+
+    def add(self, col_off: int, probability: np.ndarray, weights: np.ndarray) -> None:
+        """Add one window's (T, T) probabilities with its blending weights at column ``col_off``."""
+        cols = slice(col_off, col_off + self.tile_size_px)
+        self.weighted[:, cols] += probability * weights
+        self.weight[:, cols] += weights
+
+    def pop_rows(self, rows: int) -> np.ndarray:
+        """The blended probability of the first ``rows`` rows (NaN where no window added weight); shifts up."""
+        weight = self.weight[:rows]
+        out = np.full(weight.shape, np.nan, np.float32)
+        np.divide(self.weighted[:rows], weight, out=out, where=weight > 0)
+        keep = self.tile_size_px - rows
+        if keep > 0:  # numpy copes with the overlapping source and destination of the shift
+            self.weighted[:keep] = self.weighted[rows:]
+            self.weight[:keep] = self.weight[rows:]
+        self.weighted[keep:] = 0.0
+        self.weight[keep:] = 0.0
+        return out
+
+
+def _forward(model: nn.Module, x: torch.Tensor, amp: bool, timer: StageTimer) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        if isinstance(model, MaeUperNet):
+            with timer("backbone"):
+                features = model.backbone(x)
+            with timer("head"):
+                return model.head(features, output_size=x.shape[-2:])
+        with timer("model"):
+            return model(x)
+
+
+@torch.inference_mode()
+def window_probabilities(model: nn.Module, inputs: np.ndarray, tta: bool = False, amp: bool = False,
+                         timer: StageTimer | None = None) -> np.ndarray:
+    """Target-class probabilities (N, T, T) float32 of normalised windows (N, C, T, T).
+
+    With ``tta`` the probabilities of the 8 dihedral views are averaged (each mapped back first).
+    """
+    timer = timer or StageTimer()
+    x = torch.from_numpy(inputs)
+    views = range(NUM_VIEWS) if tta else range(1)
+    total = torch.zeros((x.shape[0],) + tuple(x.shape[-2:]), dtype=torch.float32)
+    for view in views:
+        logits = _forward(model, dihedral(x, view).contiguous(), amp, timer)
+        total += dihedral_inverse(torch.softmax(logits.float(), dim=1)[:, 1], view)
+    return (total / len(views)).numpy()
+
+
+def encode(probability: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, percent) uint8 rows: mask 1 where probability > 0.5, percent 0-100; 255 where invalid."""
+    known = valid & np.isfinite(probability)
+    filled = np.where(known, probability, 0.0)
+    mask = np.where(known, filled > 0.5, NODATA).astype(np.uint8)
+    percent = np.where(known, np.rint(filled * 100.0), NODATA).astype(np.uint8)
+    return mask, percent
+
+
+def write_rows(dataset, rows: np.ndarray, row_off: int) -> None:
+    """Write a block of rows into band 1 of an open raster (the block writer, one call per row block)."""
+    dataset.write(rows, 1, window=Window(0, row_off, rows.shape[1], rows.shape[0]))
+
+
+def raw_profile(grid: GridSpec) -> dict:
+    """Profile of the temporary strip-organised uint8 GeoTIFFs that row blocks are appended to."""
+    return dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8", nodata=NODATA,
+                crs=grid.crs, transform=grid.transform, tiled=False, blockysize=min(RAW_BLOCK_ROWS, grid.height),
+                compress="deflate", zlevel=1, bigtiff="IF_SAFER")
+
+
+def _padded(array: np.ndarray, height: int, width: int, fill) -> np.ndarray:
+    if array.shape == (height, width):
+        return array
+    out = np.full((height, width), fill, dtype=array.dtype)
+    out[:array.shape[0], :array.shape[1]] = array
+    return out
+
+
+def predict_rasters(model: nn.Module, config: TrainConfig, source: DemInput, grid: GridSpec, mask_path: Path,
+                    prob_path: Path, overlap: float = 0.25, tta: bool = False, batch_size: int = 8,
+                    progress: bool = False, timer: StageTimer | None = None, tags: dict | None = None) -> int:
+    """Predict a scene into two uint8 GeoTIFFs (mask, percent) on its grid; returns the valid pixel count.
+
+    Rows are written as soon as no later window touches them; nodata pixels come out as 255.
+    """
+    timer = timer or StageTimer()
+    tile = config.tile_size_px
+    stride = window_stride(tile, overlap)
+    row_offsets = window_offsets(grid.height, tile, stride)
+    col_offsets = window_offsets(grid.width, tile, stride)
+    padded_width = max(grid.width, tile)
+    weights = blend_weights(tile)
+    strip = StripAccumulator(tile, padded_width)
+    pixel_size_m = grid.pixel_size_m
+    amp = config.use_amp()
+    row_area_km2 = grid.width * pixel_size_m ** 2 / 1e6
+    bar = tqdm(total=grid.height, desc=f"predict {source.name}", unit="row", disable=not progress, leave=False)
+    started = time.perf_counter()
+    valid_pixels = 0
+    try:
+        with rasterio.open(mask_path, "w", **raw_profile(grid)) as mask_out, \
+                rasterio.open(prob_path, "w", **raw_profile(grid)) as prob_out:
+            for index, row_off in enumerate(row_offsets):
+                rows = min(tile, grid.height - row_off)
+                with timer("read"):
+                    elevation, valid, dtm = source.read_rows(row_off, rows, grid)
+                elevation = _padded(elevation, tile, padded_width, np.float32(np.nan))
+                valid = _padded(valid, tile, padded_width, False)
+                dtm = _padded(dtm, tile, padded_width, np.float32(np.nan)) if dtm is not None else None
+                # a window without valid pixels only covers nodata: skipping it changes no output pixel
+                todo = [c for c in col_offsets if valid[:, c:c + tile].any()]
+                for start in range(0, len(todo), batch_size):
+                    cols = todo[start:start + batch_size]
+                    with timer("normalise"):
+                        inputs = np.stack([normalise_tile(
+                            elevation[:, c:c + tile], valid[:, c:c + tile], config.recipe, pixel_size_m,
+                            dtm[:, c:c + tile] if dtm is not None else None) for c in cols])
+                    probabilities = window_probabilities(model, inputs, tta, amp, timer)
+                    for c, probability in zip(cols, probabilities, strict=True):
+                        strip.add(c, probability, weights)
+                finished_until = row_offsets[index + 1] if index + 1 < len(row_offsets) else grid.height
+                done = finished_until - row_off
+                probability = strip.pop_rows(done)[:, :grid.width]
+                mask, percent = encode(probability, valid[:done, :grid.width])
+                valid_pixels += int(valid[:done, :grid.width].sum())
+                with timer("write"):
+                    write_rows(mask_out, mask, row_off)
+                    write_rows(prob_out, percent, row_off)
+                bar.update(done)
+                hours = (time.perf_counter() - started) / 3600
+                bar.set_postfix_str(f"{row_area_km2 * bar.n / max(hours, 1e-9):.2f} km2/h")
+            for dataset, what in ((mask_out, "mask"), (prob_out, "probability")):
+                dataset.update_tags(**(tags or {}), content=what)
+    except (OSError, RasterioError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise DemsegError(f"could not write the predictions of {source.dem} to {Path(mask_path).parent}: "
+                          f"{reason}") from exc
+    finally:
+        bar.close()
+    return valid_pixels
