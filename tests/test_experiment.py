@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from test_train import TILE, tiny_config
+from test_train import tiny_config
 
 from demseg.data.synth import generate_world
 from demseg.evaluate.experiment import ExperimentConfig, run_experiment

@@ -159,7 +159,12 @@ def fastest_cpu_dtype() -> torch.dtype:
 
     Without native support bf16 is emulated: on an AVX2 EPYC the frozen ViT ran 3-5x slower in bf16.
     """
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    cpu = getattr(torch, "cpu", None)
+    try:
+        native = bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch without these probes
+        native = False
+    return torch.bfloat16 if native else torch.float32
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:

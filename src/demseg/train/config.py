@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Literal
 
 import torch
@@ -60,11 +59,8 @@ class TrainConfig(BaseModel):
         return fast_bf16() if self.amp == "auto" else self.amp == "on"
 
 
-@cache
 def fast_bf16() -> bool:
     """True where this CPU computes bf16 natively (AVX512-BF16 or AMX); else bf16 is emulated and slow."""
-    cpu = getattr(torch, "cpu", None)
-    try:
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
+    from demseg.models.backbone import fastest_cpu_dtype
+
+    return fastest_cpu_dtype() == torch.bfloat16
