@@ -25,7 +25,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    peaks = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16, size=512, repeats=1)}
+    peaks = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16, size=1024, repeats=2)}
+    # the share is taken of the machine's best measured matmul rate, whatever dtype reaches it
+    best_peak = max(peaks.values())
     widths = {"tiny": 192, "small": 384, "base": 768}
     rows = []
     x = torch.randn(8, 2, 224, 224)
@@ -35,12 +37,13 @@ def main() -> None:
             seconds = timed(lambda b=backbone: b(x), repeats=2 if arch == "base" or dtype == "bf16" else 3)
             gflop = 8 * vit_forward_gflop(widths[arch], 12)
             rows.append({"arch": arch, "dtype": dtype, "images_per_s": 8 / seconds, "gflop_per_s": gflop / seconds,
-                         "share_of_matmul_peak": gflop / seconds / peaks[dtype]})
-    lines = ["| arch | dtype | images/s (batch 8) | GFLOP/s | share of measured matmul peak |", "|---|---|---|---|---|"]
+                         "share_of_matmul_peak": gflop / seconds / best_peak})
+    lines = ["| arch | dtype | images/s (batch 8) | GFLOP/s | share of the best measured matmul rate |",
+             "|---|---|---|---|---|"]
     lines += [f"| {r['arch']} | {r['dtype']} | {r['images_per_s']:.2f} | {r['gflop_per_s']:.1f} | "
               f"{100 * r['share_of_matmul_peak']:.0f} % |" for r in rows]
-    lines.append(f"\nmeasured matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s "
-                 f"({args.threads} threads)")
+    lines.append(f"\nmeasured 1024x1024 matmul: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s "
+                 f"({args.threads} threads; bf16 is emulated on CPUs without AVX512-BF16/AMX)")
     save("backbone_throughput", {"rows": rows, "matmul_peak_gflops": peaks}, "\n".join(lines))
 
 

@@ -27,10 +27,12 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--train-tiles", type=int, default=10)
     parser.add_argument("--weights", default="dem-tiny")
-    parser.add_argument("--memory-tiles", type=int, default=450)
+    parser.add_argument("--arch", default="tiny", choices=["tiny", "small", "base"])
+    parser.add_argument("--memory-tiles", type=int, default=450, help="0 skips the memory measurement")
+    parser.add_argument("--name", default="cache_vs_uncached", help="results file name")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    config = TrainConfig(backbone_weights=args.weights, train_tiles=args.train_tiles, iters=args.iters,
+    config = TrainConfig(arch=args.arch, backbone_weights=args.weights, train_tiles=args.train_tiles, iters=args.iters,
                          val_every=max(1, args.iters // 4), head_width=64, neck_width=64, lr=2e-3)
     data = prepare_data(args.world, ["buildings"], 224, 50, args.train_tiles, 0, progress=False)
     config = config.model_copy(update={"pixel_size_m": 0.5})
@@ -45,7 +47,24 @@ def main() -> None:
                                                        "iou": result.best_scores["iou"],
                                                        "best_iter": result.best_iter}
     ratio = results["uncached"]["seconds"] / results["cached"]["seconds"]
-    # memory of a 450-tile cache: encode random tiles (the content does not change the size)
+    lines = [
+        f"training {args.iters} iterations on {args.train_tiles} tiles (buildings, ViT-{args.arch} '{args.weights}', "
+        "head width 64, batch 8), 2 threads:",
+        "",
+        "| path | seconds | best val IoU | best iter |",
+        "|---|---|---|---|",
+        *[f"| {k} | {v['seconds']:.1f} | {v['iou']:.3f} | {v['best_iter']} |" for k, v in results.items()],
+        "",
+        f"speed-up of the feature cache: {ratio:.1f}x (cache filling included in the cached time)",
+    ]
+    payload = {"results": results, "ratio": ratio}
+    if args.memory_tiles:
+        lines, payload = _memory(args, config, train, lines, payload)
+    save(args.name, payload, "\n".join(lines))
+
+
+def _memory(args, config, train, lines, payload):
+    """Fill a cache of ``--memory-tiles`` random tiles (content does not change its size) and read peak RSS."""
     model = build_model(config, train.inputs.shape[1])
     before = peak_rss_mb()
     inputs = np.random.default_rng(0).normal(size=(args.memory_tiles, train.inputs.shape[1], 224, 224)).astype(
@@ -55,21 +74,10 @@ def main() -> None:
     cache = encode_views(model.backbone, inputs, targets, 8)
     cache_seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lines = [
-        f"training {args.iters} iterations on {args.train_tiles} tiles (buildings, ViT-tiny '{args.weights}', "
-        "head width 64, batch 8), 2 threads:",
-        "",
-        "| path | seconds | best val IoU | best iter |",
-        "|---|---|---|---|",
-        *[f"| {k} | {v['seconds']:.1f} | {v['iou']:.3f} | {v['best_iter']} |" for k, v in results.items()],
-        "",
-        f"speed-up of the feature cache: {ratio:.1f}x (cache filling included in the cached time)",
-        "",
-        f"{args.memory_tiles}-tile cache, 8 views, bf16 storage: {cache.nbytes / 2**20:.0f} MiB of features, "
-        f"filled in {cache_seconds:.0f} s; process peak RSS {peak:.0f} MiB (before filling: {before:.0f} MiB)",
-    ]
-    save("cache_vs_uncached", {"results": results, "ratio": ratio, "cache_mib": cache.nbytes / 2**20,
-                               "cache_seconds": cache_seconds, "peak_rss_mib": peak}, "\n".join(lines))
+    lines += ["", f"{args.memory_tiles}-tile cache, 8 views, bf16 storage: {cache.nbytes / 2**20:.0f} MiB of features, "
+                  f"filled in {cache_seconds:.0f} s; process peak RSS {peak:.0f} MiB (before filling: {before:.0f} MiB)"]
+    payload.update({"cache_mib": cache.nbytes / 2**20, "cache_seconds": cache_seconds, "peak_rss_mib": peak})
+    return lines, payload
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import rasterio
 import torch
 from rasterio.errors import RasterioError
 from torch import nn
@@ -51,6 +52,9 @@ class LoadedRun:
 
 
 _LOADED: dict[tuple, LoadedRun] = {}  # per process: a worker loads each run once
+
+
+GDAL_CACHE_MB = 256  # MB; GDAL reads values below 100000 as megabytes
 
 
 def _run_digest(run_dir: Path) -> str:
@@ -241,8 +245,10 @@ def predict_scene(run, dem_path: str | os.PathLike | DemInput, out_dir: str | os
     with scene_lock(out_dir, source.name):
         remove_stale_partials(paths)
         paths["done"].unlink(missing_ok=True)  # until the new outputs are complete
-        valid_pixels, layers = _write_outputs(loaded, source, grid, paths, overlap, tta, batch_size, progress,
-                                              min_area_m2, simplify_m, regularise, block_rows, halo_px, timer)
+        # GDAL's block cache defaults to 5 % of RAM and would grow with the scene: cap it
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            valid_pixels, layers = _write_outputs(loaded, source, grid, paths, overlap, tta, batch_size, progress,
+                                                  min_area_m2, simplify_m, regularise, block_rows, halo_px, timer)
         settings = scene_settings(loaded, source, overlap, tta, min_area_m2, simplify_m, regularise)
         record = {"task": config.task, "run": loaded.source, "crs": crs_text, "training_crs": loaded.training_crs,
                   "crs_differs_from_training": crs_differs, "pixel_size_m": grid.pixel_size_m,
