@@ -154,3 +154,18 @@ def test_wrong_architecture_run_weights_are_refused(world, tmp_path):
     (tmp_path / "u" / "config.json").write_text(json.dumps(config))
     with pytest.raises(DemsegError, match="do not fit"):
         load_run(tmp_path / "u")
+
+
+def test_evaluating_on_the_training_data_never_scores_a_training_tile(world, tmp_path):
+    from demseg.evaluate.score import evaluate_run
+
+    auto = tmp_path / "auto.yaml"
+    auto.write_text(world.read_text().replace("split: val", "split: auto").replace("split: train", "split: auto")
+                    .replace(": s0", f": {world.parent}/s0"))
+    train_run(auto, tiny_config(model="unet", val_tiles=6), tmp_path / "run", progress=False)
+    scores = evaluate_run(tmp_path / "run", auto, progress=False)
+    record = json.loads(next((tmp_path / "run" / "evaluations").glob("*/metrics.json")).read_text())
+    trained = set(json.loads((tmp_path / "run" / "manifest.json").read_text())["tiles"]["train"])
+    assert record["validation"] == "spatial split of the run's seed"
+    assert scores["val_tiles"] > 0 and not trained & set(record["tile_ids"])
+    assert set(record["tile_ids"]) == set(json.loads((tmp_path / "run" / "manifest.json").read_text())["tiles"]["val"])
