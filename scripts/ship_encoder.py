@@ -23,7 +23,7 @@ def _manifest(checkpoint: Path, sources: list[str] | None) -> dict:
     import torch
 
     from demseg.pretrain.sources import discover_sources
-    from demseg.train.manifest import file_sha256
+    from demseg.io.provenance import file_sha256
 
     state = torch.load(checkpoint / "last" / "resume.pt", map_location="cpu", weights_only=True)
     meta = json.loads((checkpoint / "last" / "mae.json").read_text())

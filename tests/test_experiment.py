@@ -37,6 +37,9 @@ def test_experiment_writes_results_summary_curves_previews_and_resumes(world, tm
     assert (tmp_path / "exp" / "curves.png").stat().st_size > 1000
     previews = list((tmp_path / "exp" / "runs").glob("*/preview.png"))
     assert len(previews) == 4  # one per model and task, at the largest budget, seed 0
+    from PIL import Image
+
+    assert Image.open(previews[0]).size[1] < Image.open(previews[0]).size[0]  # 2 tile rows of 4 panels
     manifest = json.loads((tmp_path / "exp" / "manifest.json").read_text())
     assert manifest["runs"] == 16 and "sha256" in manifest["data"]
     # nested subsets: the 2 tiles of a seed are inside its 4
@@ -62,6 +65,29 @@ def test_a_different_experiment_in_the_same_folder_is_refused(world, tmp_path):
         run_experiment(world, other, tmp_path / "exp", progress=False)
 
 
+def test_a_folder_left_by_a_failed_experiment_is_reused_by_the_corrected_command(world, tmp_path):
+    from demseg.errors import DemsegError
+
+    bad = ExperimentConfig(tasks=["buildings"], models=["unet"], train_tiles=[500], seeds=1,
+                           base=tiny_config(iters=2, val_every=2), preview_tiles=0)
+    with pytest.raises(DemsegError, match="only"):
+        run_experiment(world, bad, tmp_path / "exp", progress=False)
+    good = bad.model_copy(update={"train_tiles": [2]})
+    assert len(run_experiment(world, good, tmp_path / "exp", progress=False)) == 1
+
+
+def test_a_users_own_folder_is_never_cleared_without_overwrite(world, tmp_path):
+    from demseg.errors import DemsegError
+
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "notes.txt").write_text("mine")
+    config = ExperimentConfig(tasks=["buildings"], models=["unet"], train_tiles=[2], seeds=1,
+                              base=tiny_config(iters=2, val_every=2), preview_tiles=0)
+    with pytest.raises(DemsegError, match="exists"):
+        run_experiment(world, config, tmp_path / "exp", progress=False)
+    assert (tmp_path / "exp" / "notes.txt").read_text() == "mine"
+
+
 def test_pixel_metrics_match_hand_counts_and_ignore_unknown_pixels():
     target = np.array([[1, 1, 0, 255], [0, 1, 0, 255]], np.uint8)
     prediction = np.array([[1, 0, 1, 1], [0, 1, 0, 1]], np.uint8)
@@ -80,7 +106,7 @@ def test_object_f1_matches_instances_at_iou_half():
     prediction[2:12, 3:13] = True  # IoU 0.82 with the first
     prediction[20:24, 20:24] = True  # IoU 0.16 with the second
     assert object_matches(prediction, truth, np.ones_like(truth)) == (1, 2, 2)
-    scorer = SegmentationScorer("buildings")
+    scorer = SegmentationScorer("buildings", pixel_size_m=0.5)
     scorer.add(prediction.astype(np.uint8), truth.astype(np.uint8))
     assert scorer.scores()["object_f1"] == pytest.approx(0.5)
 

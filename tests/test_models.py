@@ -10,16 +10,19 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 from demseg.errors import DemsegError
 from demseg.models import (
     MODEL_NAMES,
+    MODELS,
     MaeBackbone,
     MaeUperNet,
+    ModelConfig,
     SegmentationHead,
     UNet,
     ViTPyramidNeck,
+    build,
     build_backbone,
-    build_model,
     init_sincos_position_embeddings,
     mae_config,
     ordered_noise,
+    precision,
     resolve_dtype,
 )
 
@@ -195,8 +198,36 @@ def test_mae_config_follows_the_paper_for_base():
 def test_backbone_dtype_names_resolve_and_auto_picks_a_supported_dtype():
     assert resolve_dtype("fp32") is torch.float32 and resolve_dtype("bf16") is torch.bfloat16
     assert resolve_dtype("auto") in (torch.bfloat16, torch.float32)
-    with pytest.raises(DemsegError, match="unknown backbone dtype"):
+    with pytest.raises(DemsegError, match="unknown precision"):
         resolve_dtype("half")
+
+
+def test_auto_precision_is_measured_once_per_machine_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path))
+    monkeypatch.delenv(precision.ENV_OVERRIDE, raising=False)
+    monkeypatch.setattr(precision, "_decided", {})
+    calls = []
+
+    def fake_measure():
+        calls.append(1)
+        return {"fp32_gflops": 300.0, "bf16_gflops": 160.0, "choice": "fp32"}  # a CPU with slow bf16
+
+    monkeypatch.setattr(precision, "measure", fake_measure)
+    assert precision.resolve_precision("auto") == "fp32" and resolve_dtype("auto") is torch.float32
+    monkeypatch.setattr(precision, "_decided", {})  # a new process: reads the cache instead of measuring
+    assert precision.resolve_precision("auto") == "fp32" and len(calls) == 1
+    assert (tmp_path / "demseg" / "precision.json").exists()
+    monkeypatch.setenv(precision.ENV_OVERRIDE, "bf16")
+    assert precision.resolve_precision("auto") == "bf16"
+    assert precision.resolve_precision("auto", device="cuda") == "bf16"
+
+
+def test_the_measured_choice_prefers_fp32_unless_bf16_is_clearly_faster(monkeypatch):
+    speeds = {torch.float32: 314.0, torch.bfloat16: 165.0}  # the AVX512-BF16 CPU of issue 9
+    monkeypatch.setattr(precision, "matmul_gflops", lambda dtype: speeds[dtype])
+    assert precision.measure()["choice"] == "fp32"
+    speeds[torch.bfloat16] = 3000.0  # a CPU with AMX
+    assert precision.measure()["choice"] == "bf16"
 
 
 # --- neck, head, model -------------------------------------------------------------------------
@@ -255,10 +286,29 @@ def test_unet_widths_double_per_level():
     assert [down[1][0].out_channels for down in unet.downs] == [8, 16, 32, 64]
 
 
-def test_registry_builds_by_name_and_rejects_unknown_names_and_options():
-    assert set(MODEL_NAMES) == {"mae-upernet", "unet"}
-    assert isinstance(build_model("unet", base_width=4), UNet)
-    with pytest.raises(DemsegError, match="mae-upernet, unet"):
-        build_model("segformer")
-    with pytest.raises(DemsegError, match="no option depth"):
-        build_model("unet", depth=5)
+def test_the_builder_knows_every_model_name_the_config_accepts():
+    assert set(MODEL_NAMES) == set(MODELS)
+    assert isinstance(build(ModelConfig(model="unet", unet_width=4)), UNet)
+    model = build(ModelConfig(model="mae-upernet", backbone_weights="random", tile_size_px=32, head_width=8,
+                              neck_width=8, backbone_dtype="fp32"))
+    assert isinstance(model, MaeUperNet) and model.backbone.num_channels == 2  # relief+slope
+    with pytest.raises(ValueError):
+        ModelConfig(model="segformer")
+
+
+def test_shipped_encoder_names_load_from_every_path_and_unknown_names_list_the_known_ones():
+    backbone = build_backbone(weights="dem-tiny", num_channels=2, dtype="fp32")
+    assert backbone.weights_metadata["normalisation"] == "relief+slope" and backbone.embed_dim == 192
+    assert build(ModelConfig(backbone_weights="dem-tiny", backbone_dtype="fp32")).backbone.embed_dim == 192
+    with pytest.raises(DemsegError, match="dem-tiny"):
+        build_backbone(weights="dem-gigantic", num_channels=2)
+
+
+def test_the_builder_checks_recipe_and_channels_on_every_path():
+    with pytest.raises(DemsegError, match="channel"):
+        build(ModelConfig(backbone_weights="dem-tiny", recipe="minmax", backbone_dtype="fp32"))
+    with pytest.raises(DemsegError, match="pre-trained on 'relief\\+slope'"):
+        build(ModelConfig(backbone_weights="dem-tiny", recipe="zscore+slope", backbone_dtype="fp32"))
+    backbone = build_backbone(weights="dem-tiny", num_channels=2, dtype="fp32")
+    with pytest.raises(DemsegError, match="pre-trained on"):
+        build(ModelConfig(backbone_weights="dem-tiny", recipe="zscore+slope"), backbone=backbone)

@@ -25,7 +25,9 @@ from demseg.errors import DemsegError
 from demseg.io.raster import GridSpec, open_grid, read_label_raster, write_geotiff
 from demseg.io.vector import read_vector
 from demseg.predict import DemInput, predict_many, predict_scene, sliding, vectorise_mask
-from demseg.predict.scene import scene_lock
+from demseg.evaluate.metrics import SegmentationScorer
+from demseg.io.folders import folder_lock
+from demseg.predict import PredictConfig
 from demseg.predict.sliding import NODATA, StripAccumulator, predict_rasters
 from demseg.train.config import TrainConfig
 from demseg.train.run import train_run
@@ -55,7 +57,7 @@ def run_dir(world, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(task="buildings", model="unet", unet_width=4, tile_size_px=TILE, train_tiles=4, val_tiles=4,
                          iters=4, val_every=2, backbone_dtype="fp32", amp="off", min_valid_fraction=0.5)
-    train_run(world, config, out, overwrite=True, progress=False)
+    train_run(world, config, out, SegmentationScorer, overwrite=True, progress=False)
     return out
 
 
@@ -183,7 +185,7 @@ def test_vectoriser_on_perfect_mask_recovers_buildings_in_any_block_size(world, 
     source = DemInput(scene(world) / "dem.tif", scene(world) / "dtm.tif")
     truth = read_vector(scene(world) / "buildings.gpkg")
     whole = vectorise_mask(mask_path, "buildings", source=source)["buildings"]
-    blocks = vectorise_mask(mask_path, "buildings", source=source, block_rows=40)["buildings"]
+    blocks = vectorise_mask(mask_path, "buildings", source=source, config=PredictConfig(block_rows=40))["buildings"]
     burnt = features.rasterize(((g, 1) for g in whole.geometries), out_shape=grid.shape, transform=grid.transform)
     true = features.rasterize(((g, 1) for g in truth.geometries), out_shape=grid.shape, transform=grid.transform)
     score = iou(burnt.astype(bool), true.astype(bool))
@@ -198,7 +200,7 @@ def test_vectoriser_on_perfect_mask_recovers_buildings_in_any_block_size(world, 
     # roof heights: between the eaves (> 2 m) and the highest ridge of the scene
     assert (whole.attributes["mean_height_m"] > 2.0).all()
     assert (whole.attributes["mean_height_m"] <= truth.attributes["height_m"].max() + 0.5).all()
-    regular = vectorise_mask(mask_path, "buildings", regularise=True)["buildings"]
+    regular = vectorise_mask(mask_path, "buildings", config=PredictConfig(regularise=True))["buildings"]
     rectangles = [g for g in regular.geometries if len(g.exterior.coords) == 5]
     assert len(rectangles) >= len(regular) // 2
     corner = np.asarray(rectangles[0].exterior.coords)
@@ -212,7 +214,7 @@ def test_min_area_drops_small_polygons(world, tmp_path):
     mask[10:14, 10:14] = 1  # 4 m2
     mask[40:60, 40:60] = 1  # 100 m2
     path = write_geotiff(tmp_path / "mask.tif", mask, grid, nodata=255)
-    layer = vectorise_mask(path, "buildings", min_area_m2=10)["buildings"]
+    layer = vectorise_mask(path, "buildings", config=PredictConfig(min_area_m2=10))["buildings"]
     assert len(layer) == 1
     assert layer.attributes["area_m2"][0] == pytest.approx(100.0)
     assert np.isnan(layer.attributes["mean_height_m"][0])  # no DTM: no height
@@ -225,7 +227,7 @@ def test_constant_model_gives_constant_probability_without_seams(tmp_path):
     dem = flat_dem(tmp_path / "dem.tif", 150, 170)
     logit = float(np.log(0.6 / 0.4))
     for tta in (False, True):
-        paths = predict_scene((ConstantModel(logit), config_for()), dem, tmp_path / f"tta{tta}", tta=tta,
+        paths = predict_scene((ConstantModel(logit), config_for()), dem, tmp_path / f"tta{tta}", PredictConfig(tta=tta),
                               progress=False)
         prob, _ = read_band(paths["prob"])
         mask, _ = read_band(paths["mask"])
@@ -237,7 +239,7 @@ def test_overlap_does_not_change_the_output_grid(tmp_path):
     dem = flat_dem(tmp_path / "dem.tif", 150, 170)
     metas = []
     for overlap in (0.0, 0.25):
-        paths = predict_scene((ReliefModel(), config_for()), dem, tmp_path / f"o{overlap}", overlap=overlap,
+        paths = predict_scene((ReliefModel(), config_for()), dem, tmp_path / f"o{overlap}", PredictConfig(overlap=overlap),
                               progress=False)
         values, meta = read_band(paths["mask"])
         metas.append((values.shape, meta["crs"], meta["transform"]))
@@ -247,7 +249,7 @@ def test_overlap_does_not_change_the_output_grid(tmp_path):
 
 def test_tta_of_a_pixelwise_model_changes_nothing(tmp_path):
     dem = flat_dem(tmp_path / "dem.tif", 100, 120)
-    outputs = [read_band(predict_scene((ReliefModel(), config_for()), dem, tmp_path / f"t{tta}", tta=tta,
+    outputs = [read_band(predict_scene((ReliefModel(), config_for()), dem, tmp_path / f"t{tta}", PredictConfig(tta=tta),
                                        progress=False)["prob"])[0] for tta in (False, True)]
     assert (outputs[0] > 50).any()  # the building is found
     assert np.abs(outputs[0].astype(int) - outputs[1].astype(int)).max() <= 1
@@ -328,7 +330,7 @@ def test_centreline_of_a_band_is_one_line_of_the_right_length_and_width(tmp_path
     for name, mask in (("horizontal", horizontal), ("vertical", vertical)):
         path = write_geotiff(tmp_path / f"{name}.tif", mask, grid, nodata=255)
         for block_rows in (None, 37):
-            layers = vectorise_mask(path, "roads", block_rows=block_rows, halo_px=32)
+            layers = vectorise_mask(path, "roads", config=PredictConfig(block_rows=block_rows, halo_px=32))
             lines = layers["road_centrelines"]
             assert len(lines) == 1, (name, block_rows)
             assert 90.0 <= lines.attributes["length_m"][0] <= 100.0
@@ -343,7 +345,7 @@ def test_crossing_roads_give_four_arms(tmp_path):
     mask[100:110, 50:250] = 1
     mask[20:280, 140:150] = 1
     path = write_geotiff(tmp_path / "cross.tif", mask, grid, nodata=255)
-    lines = vectorise_mask(path, "roads", block_rows=64, halo_px=32)["road_centrelines"]
+    lines = vectorise_mask(path, "roads", config=PredictConfig(block_rows=64, halo_px=32))["road_centrelines"]
     assert len(lines) == 4
     assert lines.attributes["length_m"].sum() == pytest.approx(100 + 130 - 5, abs=10)
 
@@ -355,7 +357,7 @@ def test_two_scenes_on_a_dask_cluster_match_the_single_process_run(run_dir, worl
     dems = [scene(world, i) / "dem.tif" for i in (0, 1)]
     single = predict_many(run_dir, dems, tmp_path / "single", progress=False)
     assert sorted(single) == ["s000_dem", "s001_dem"]  # both files are dem.tif: folder names keep them apart
-    distributed = predict_many(run_dir, dems, tmp_path / "dask", workers=2, progress=False)
+    distributed = predict_many(run_dir, dems, tmp_path / "dask", PredictConfig(workers=2), progress=False)
     for stem in single:
         a, _ = read_band(single[stem]["mask"])
         b, _ = read_band(distributed[stem]["mask"])
@@ -374,7 +376,7 @@ def test_rerun_skips_completed_scenes(run_dir, world, tmp_path):
     assert first["s001"]["prob"].exists()
     assert first["s001"]["mask"].stat().st_mtime_ns != stamps["s001"]
     assert first["s000"]["mask"].stat().st_mtime_ns == stamps["s000"]
-    predict_many(run_dir, [spec], tmp_path, progress=False, overlap=0.5)  # other settings: all again
+    predict_many(run_dir, [spec], tmp_path, PredictConfig(overlap=0.5), progress=False)  # other settings: all again
     assert first["s000"]["mask"].stat().st_mtime_ns != stamps["s000"]
 
 
@@ -431,7 +433,7 @@ def test_a_scene_being_predicted_by_another_process_is_refused(tmp_path):
     dem = flat_dem(tmp_path / "dem.tif", 60, 60)
     out = tmp_path / "out"
     out.mkdir()
-    with scene_lock(out, "dem"), pytest.raises(DemsegError, match="another process"):
+    with folder_lock(out, "dem"), pytest.raises(DemsegError, match="another process"):
         predict_scene((ReliefModel(), config_for()), dem, out, progress=False)
     predict_scene((ReliefModel(), config_for()), dem, out, progress=False)  # released: fine again
     assert "dem_done.json" in files_in(out)
@@ -458,8 +460,8 @@ def test_pixel_size_mismatch_is_refused_unless_allowed(tmp_path):
     with pytest.raises(DemsegError, match=r"1 m .*0\.5 m.*gdalwarp -tr 0\.5 0\.5"):
         predict_scene((ReliefModel(), config_for()), dem, tmp_path / "refused", progress=False)
     assert files_in(tmp_path / "refused") == []
-    paths = predict_scene((ReliefModel(), config_for()), dem, tmp_path / "allowed", progress=False,
-                          allow_resolution_mismatch=True)
+    paths = predict_scene((ReliefModel(), config_for()), dem, tmp_path / "allowed",
+                          PredictConfig(allow_resolution_mismatch=True), progress=False)
     assert "differs" in json.loads(paths["done"].read_text())["resolution_warning"]
 
 

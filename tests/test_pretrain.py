@@ -126,20 +126,20 @@ def test_bad_pretraining_input_is_one_clear_error(dem_folder, tmp_path, case, pa
 
 
 def test_downstream_run_refuses_a_normalisation_the_encoder_was_not_pretrained_on(dem_folder, tmp_path):
+    from demseg.models import build
     from demseg.train.config import TrainConfig
-    from demseg.train.run import build_model
 
     pretrain([dem_folder], PretrainConfig(**TINY), tmp_path / "ckpt", progress=False)
     weights = str(tmp_path / "ckpt" / "encoder.safetensors")
     config = TrainConfig(backbone_weights=weights, recipe="relief+slope", tile_size_px=64, backbone_dtype="fp32")
-    assert build_model(config, 2).backbone.embed_dim == 192
+    assert build(config).backbone.embed_dim == 192
     with pytest.raises(DemsegError, match="pre-trained on 'relief\\+slope'"):
-        build_model(config.model_copy(update={"recipe": "minmax+slope"}), 2)
+        build(config.model_copy(update={"recipe": "minmax+slope"}))
 
 
 def test_shipped_encoder_loads_and_names_how_it_was_made():
     from demseg.models.backbone import build_backbone
-    from demseg.train.run import resolve_weights
+    from demseg.models.encoders import resolve_weights
 
     path = resolve_weights("dem-tiny")
     backbone = build_backbone("tiny", path, 2, dtype="fp32")

@@ -44,7 +44,7 @@ def test_tiles_cover_the_scene_on_a_grid_and_drop_mostly_nodata_ones(scene_dir):
 def test_no_validation_tile_touches_a_training_tile(tmp_path, val_tiles):
     spec = _big_scene_spec(tmp_path, n_scenes=2)
     tiles = make_tiles(load_scenes(spec), tile_size_px=32)
-    split_tiles(tiles, {s.id: s.split for s in spec.scenes}, val_tiles=val_tiles, min_train_tiles=10, seed=3)
+    split_tiles(tiles, {s.id: s.split for s in spec.scenes}, val_tiles=val_tiles, min_train_fraction=0.1, seed=3)
     train = np.array([t.bounds for t in tiles if t.split == "train"])
     val = np.array([t.bounds for t in tiles if t.split == "val"])
     assert len(val) >= min(val_tiles, 5) and len(train) >= 10
@@ -76,7 +76,7 @@ def test_fixed_scene_splits_are_respected(tmp_path):
 
 def test_training_subsets_are_nested_and_bounded(tmp_path):
     spec = _big_scene_spec(tmp_path)
-    tiles = split_tiles(make_tiles(load_scenes(spec), 32), {"s0": "auto"}, val_tiles=20, min_train_tiles=60)
+    tiles = split_tiles(make_tiles(load_scenes(spec), 32), {"s0": "auto"}, val_tiles=20, min_train_fraction=0.42)
     sizes = [5, 10, 40]
     subsets = [{t.id for t in training_subset(tiles, n, seed=7, task="buildings")} for n in sizes]
     assert [len(s) for s in subsets] == sizes
@@ -90,7 +90,7 @@ def test_training_subsets_are_nested_and_bounded(tmp_path):
 
 def test_tile_index_lists_every_tile_with_fractions(tmp_path):
     spec = _big_scene_spec(tmp_path, size_px=64)
-    tiles = split_tiles(make_tiles(load_scenes(spec), 32), {"s0": "auto"}, val_tiles=1, min_train_tiles=1)
+    tiles = split_tiles(make_tiles(load_scenes(spec), 32), {"s0": "auto"}, val_tiles=1, min_train_fraction=0.25)
     path = write_tile_index(tiles, tmp_path / "tiles.csv")
     rows = list(csv.DictReader(path.open()))
     assert [r["id"] for r in rows] == [t.id for t in tiles]

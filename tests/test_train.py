@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from demseg.data.dataset import load_split
 from demseg.data.synth import generate_world
 from demseg.errors import DemsegError
+from demseg.evaluate.metrics import SegmentationScorer
+from demseg.models import build
 from demseg.train.config import TrainConfig
 from demseg.train.features import encode_views
 from demseg.train.loop import fit
-from demseg.train.run import build_model, load_run, prepare_data, run_arrays, train_run
+from demseg.train.run import load_run, run_arrays, train_run
 
 TILE = 64
 
@@ -33,31 +36,43 @@ def tiny_config(**fields) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def prepared(world, config: TrainConfig):
+    """The split data, arrays and a pixel-size-stamped config of a test world."""
+    data = load_split(world, [config.task], config.split_config(), progress=False)
+    config = config.model_copy(update={"pixel_size_m": data.pixel_size_m()})
+    return data, config, *run_arrays(data, config)[2:]
+
+
+def auto_spec(world, tmp_path):
+    """The test world as a spec whose scenes all use the automatic spatial split."""
+    auto = tmp_path / "auto.yaml"
+    auto.write_text(world.read_text().replace("split: val", "split: auto").replace("split: train", "split: auto")
+                    .replace(": s0", f": {world.parent}/s0"))
+    return auto
+
+
 def test_cached_and_uncached_training_see_the_same_features_and_losses(world):
-    config = tiny_config()
-    data = prepare_data(world, ["buildings"], TILE, 6, 4, 0, 0.5, progress=False)
-    _, _, train, val = run_arrays(data, config)
-    model = build_model(config, train.inputs.shape[1])
+    data, config, train, val = prepared(world, tiny_config())
+    model = build(config)
     cache = encode_views(model.backbone, train.inputs, train.targets, views=2, dtype=torch.float32)
-    from demseg.train.augment import dihedral
+    from demseg.data.augment import dihedral
 
     direct = model.backbone(dihedral(torch.from_numpy(train.inputs[1]), 1)[None])
     for level, feature in enumerate(direct):
         assert torch.allclose(cache.levels[level][1 * 2 + 1], feature[0], atol=1e-5)
-    uncached = fit(config.model_copy(update={"cached": False}), build_model(config, 2), train, val, progress=False)
-    exact = fit(config.model_copy(update={"cache_dtype": "fp32"}), build_model(config, 2), train, val,
+    uncached = fit(config.model_copy(update={"cached": False}), build(config), train, val, SegmentationScorer,
+                   progress=False)
+    exact = fit(config.model_copy(update={"cache_dtype": "fp32"}), build(config), train, val, SegmentationScorer,
                 progress=False)
     assert np.allclose(exact.losses, uncached.losses, rtol=1e-4, atol=1e-5)
     # the cache stores features in bf16 by default: equal to bf16 tolerance
-    cached = fit(config, build_model(config, 2), train, val, progress=False)
+    cached = fit(config, build(config), train, val, SegmentationScorer, progress=False)
     assert np.allclose(cached.losses, uncached.losses, rtol=2e-2, atol=2e-3)
 
 
 def test_flipping_cached_tokens_is_not_the_same_as_encoding_the_flipped_tile(world):
-    config = tiny_config()
-    data = prepare_data(world, ["buildings"], TILE, 6, 4, 0, 0.5, progress=False)
-    _, _, train, _ = run_arrays(data, config)
-    model = build_model(config, train.inputs.shape[1])
+    _, config, train, _ = prepared(world, tiny_config())
+    model = build(config)
     x = torch.from_numpy(train.inputs[:1])
     encoded_flip = model.backbone(torch.flip(x, dims=(-1,)))[3]
     flipped_tokens = torch.flip(model.backbone(x)[3], dims=(-1,))
@@ -67,8 +82,8 @@ def test_flipping_cached_tokens_is_not_the_same_as_encoding_the_flipped_tile(wor
 
 def test_train_run_writes_a_complete_reproducible_run_folder(world, tmp_path):
     config = tiny_config()
-    first = train_run(world, config, tmp_path / "a", progress=False)
-    second = train_run(world, config, tmp_path / "b", progress=False)
+    first = train_run(world, config, tmp_path / "a", SegmentationScorer, progress=False)
+    second = train_run(world, config, tmp_path / "b", SegmentationScorer, progress=False)
     first.pop("train_seconds")
     second.pop("train_seconds")
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)  # NaN-safe equality
@@ -93,7 +108,7 @@ def test_unet_trains_and_evaluates_on_the_validation_scenes(world, tmp_path, cap
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert code == 0 and out.startswith("iou=") and "f1=" in out and "precision=" in out and "recall=" in out
     metrics = json.loads((tmp_path / "u" / "evaluations" / "synthetic-world" / "metrics.json").read_text())
-    assert metrics["validation"] == "scenes marked split: val" and metrics["val_tiles"] > 0
+    assert metrics["validation"] == "the run's own validation tiles" and metrics["val_tiles"] > 0
     assert (tmp_path / "u" / "evaluations" / "synthetic-world" / "preview.png").exists()
 
 
@@ -143,12 +158,12 @@ def test_existing_output_folder_is_refused_without_overwrite(world, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")
     with pytest.raises(DemsegError, match="exists"):
-        train_run(world, tiny_config(), tmp_path / "run", progress=False)
+        train_run(world, tiny_config(), tmp_path / "run", SegmentationScorer, progress=False)
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
 def test_wrong_architecture_run_weights_are_refused(world, tmp_path):
-    train_run(world, tiny_config(model="unet"), tmp_path / "u", progress=False)
+    train_run(world, tiny_config(model="unet"), tmp_path / "u", SegmentationScorer, progress=False)
     config = json.loads((tmp_path / "u" / "config.json").read_text())
     config["unet_width"] = 8
     (tmp_path / "u" / "config.json").write_text(json.dumps(config))
@@ -159,13 +174,38 @@ def test_wrong_architecture_run_weights_are_refused(world, tmp_path):
 def test_evaluating_on_the_training_data_never_scores_a_training_tile(world, tmp_path):
     from demseg.evaluate.score import evaluate_run
 
-    auto = tmp_path / "auto.yaml"
-    auto.write_text(world.read_text().replace("split: val", "split: auto").replace("split: train", "split: auto")
-                    .replace(": s0", f": {world.parent}/s0"))
-    train_run(auto, tiny_config(model="unet", val_tiles=6), tmp_path / "run", progress=False)
+    auto = auto_spec(world, tmp_path)
+    train_run(auto, tiny_config(model="unet", val_tiles=6), tmp_path / "run", SegmentationScorer, progress=False)
     scores = evaluate_run(tmp_path / "run", auto, progress=False)
     record = json.loads(next((tmp_path / "run" / "evaluations").glob("*/metrics.json")).read_text())
     trained = set(json.loads((tmp_path / "run" / "manifest.json").read_text())["tiles"]["train"])
-    assert record["validation"] == "spatial split of the run's seed"
+    assert record["validation"] == "the run's own validation tiles"
     assert scores["val_tiles"] > 0 and not trained & set(record["tile_ids"])
     assert set(record["tile_ids"]) == set(json.loads((tmp_path / "run" / "manifest.json").read_text())["tiles"]["val"])
+
+
+def test_validation_tiles_do_not_depend_on_the_training_budget(world, tmp_path):
+    from demseg.cli import main
+
+    auto = auto_spec(world, tmp_path)
+    val_ids = []
+    for budget in ("2", "8"):
+        out = tmp_path / f"run{budget}"
+        code = main(["train", str(auto), "--model", "unet", "--train-tiles", budget, "--iters", "2", "--val-every", "2",
+                     "--tile-size-px", str(TILE), "--unet-width", "4", "--val-tiles", "6", "--out", str(out),
+                     "--quiet"])
+        assert code == 0
+        val_ids.append(json.loads((out / "manifest.json").read_text())["tiles"]["val"])
+    assert val_ids[0] == val_ids[1] and len(val_ids[0]) > 0
+
+
+def test_evaluating_a_run_on_data_at_another_resolution_is_refused(world, tmp_path):
+    from demseg.evaluate.score import evaluate_run
+
+    train_run(world, tiny_config(model="unet"), tmp_path / "u", SegmentationScorer, progress=False)
+    config = json.loads((tmp_path / "u" / "config.json").read_text())
+    config["pixel_size_m"] = 1.0  # as if the run had been trained at 1 m
+    (tmp_path / "u" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DemsegError, match="pixel size"):
+        evaluate_run(tmp_path / "u", world, progress=False)
+    assert evaluate_run(tmp_path / "u", world, progress=False, allow_resolution_mismatch=True)["val_tiles"] > 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
 from demseg.errors import DemsegError
@@ -241,6 +241,28 @@ def test_wrong_arch_and_mismatched_shapes_are_refused(saved_encoder):
     sidecar_path(path).write_text(json.dumps({**description, "hidden_size": 48, "intermediate_size": 96}))
     with pytest.raises(DemsegError, match="encoder.safetensors does not fit"):
         load_encoder(str(path), None, num_channels=1, image_size=32)
+
+
+@pytest.mark.parametrize("change", ["drop_positions", "non_square_positions", "wrong_kernel", "wrong_block"])
+@pytest.mark.parametrize("image_size", [32, 64])
+def test_tensors_that_do_not_fit_a_valid_description_are_one_clear_error(saved_encoder, tmp_path, change, image_size):
+    _, path = saved_encoder
+    state = load_file(str(path))
+    width = state["embeddings.position_embeddings"].shape[-1]
+    if change == "drop_positions":
+        state.pop("embeddings.position_embeddings")
+    elif change == "non_square_positions":
+        state["embeddings.position_embeddings"] = torch.zeros(1, 18, width)
+    elif change == "wrong_kernel":
+        state["embeddings.patch_embeddings.projection.weight"] = torch.zeros(width, 3, 3, 3)
+    else:
+        state["layers.0.mlp.fc1.weight"] = torch.zeros(5, 5)
+    hostile = tmp_path / "hostile.safetensors"
+    save_file(state, str(hostile))
+    sidecar_path(hostile).write_text(sidecar_path(path).read_text())
+    with pytest.raises(DemsegError, match="does not fit") as error:
+        load_encoder(str(hostile), None, num_channels=1, image_size=image_size)
+    assert "\n" not in str(error.value)
 
 
 def test_truncated_safetensors_is_refused(saved_encoder):

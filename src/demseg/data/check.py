@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +39,9 @@ def check_spec(spec: DatasetSpec, tile_size_px: int = DEFAULT_TILE_SIZE_PX,
     for scene_spec in spec.scenes:
         report = SceneReport(scene_spec.id, split=scene_spec.split)
         try:
-            scene = load_scene(spec, scene_spec, road_width_m=road_width_m)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # undeclared codes are reported in the table instead
+                scene = load_scene(spec, scene_spec, road_width_m=road_width_m)
         except DemsegError as exc:
             report.problems.append(str(exc))
             report.error = True
@@ -59,6 +62,9 @@ def check_spec(spec: DatasetSpec, tile_size_px: int = DEFAULT_TILE_SIZE_PX,
                     report.problems.append(f"no {task} pixels")
         if not scene.targets:
             report.problems.append("no labels (usable for pre-training only)")
+        if scene.undeclared_codes:
+            codes = ", ".join(f"{code} ({count} px)" for code, count in scene.undeclared_codes.items())
+            report.problems.append(f"label codes not declared in the spec, read as background: {codes}")
         if min(grid.shape) < tile_size_px:
             report.problems.append(f"smaller than one {tile_size_px} px tile")
             report.tiles = "0"

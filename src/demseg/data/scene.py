@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ class Scene:
     dtm: np.ndarray | None = None  # float32, NaN where invalid
     targets: dict[str, np.ndarray] = field(default_factory=dict)
     split: str = "auto"
+    undeclared_codes: dict[int, int] = field(default_factory=dict)  # label code -> pixels, read as background
 
     @property
     def grid(self):
@@ -45,18 +47,32 @@ def load_scene(spec: DatasetSpec, scene: SceneSpec, tasks: list[str] | None = No
             raise DemsegError(f"DTM of scene '{scene.id}' is on a different grid or CRS than its DEM: "
                               f"{spec.path(scene.dtm)}")
         dtm = dtm_raster.elevation
-    targets = _load_targets(spec, scene, dem, tasks, road_width_m)
-    return Scene(scene.id, dem, dtm, targets, scene.split)
+    targets, undeclared = _load_targets(spec, scene, dem, tasks, road_width_m)
+    if undeclared:
+        codes = ", ".join(f"{code} ({count} px)" for code, count in undeclared.items())
+        warnings.warn(f"label raster of scene '{scene.id}' holds codes the spec does not declare, read as "
+                      f"background: {codes}", stacklevel=2)
+    return Scene(scene.id, dem, dtm, targets, scene.split, undeclared)
+
+
+def undeclared_codes(codes: np.ndarray, classes: dict[str, int], ignore: int | None,
+                     valid: np.ndarray) -> dict[int, int]:
+    """{code: pixel count} of label codes on valid pixels that are neither 0, a declared class nor ``ignore``."""
+    values, counts = np.unique(codes[valid], return_counts=True)
+    known = {0, *classes.values(), *([ignore] if ignore is not None else [])}
+    return {int(v): int(c) for v, c in zip(values, counts, strict=True) if int(v) not in known}
 
 
 def _load_targets(spec: DatasetSpec, scene: SceneSpec, dem: DemRaster, tasks: list[str] | None,
-                  road_width_m: float | None) -> dict[str, np.ndarray]:
+                  road_width_m: float | None) -> tuple[dict[str, np.ndarray], dict[int, int]]:
     labels = scene.labels
     if labels is None:
-        return {}
+        return {}, {}
     targets: dict[str, np.ndarray] = {}
+    undeclared: dict[int, int] = {}
     if labels.raster:
         codes = read_label_raster(spec.path(labels.raster), dem.grid, what=f"label raster of scene '{scene.id}'")
+        undeclared = undeclared_codes(codes, labels.classes, labels.ignore, dem.valid_mask)
         unknown = codes == labels.ignore if labels.ignore is not None else np.zeros(codes.shape, bool)
         for task, code in labels.classes.items():
             if tasks is None or task in tasks:
@@ -77,7 +93,7 @@ def _load_targets(spec: DatasetSpec, scene: SceneSpec, dem: DemRaster, tasks: li
             targets[task] = burned
     for target in targets.values():
         target[~dem.valid_mask] = IGNORE
-    return targets
+    return targets, undeclared
 
 
 def load_scenes(spec: DatasetSpec, tasks: list[str] | None = None, road_width_m: float | None = None,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from demseg.data.scene import IGNORE, Scene
 from demseg.errors import DemsegError
@@ -17,6 +17,20 @@ from demseg.io.atomic import write_text_atomic
 
 DEFAULT_TILE_SIZE_PX = 224
 DEFAULT_MIN_VALID_FRACTION = 0.75
+DEFAULT_MIN_TRAIN_FRACTION = 0.4
+
+
+class SplitConfig(BaseModel):
+    """What fixes a spec's validation region: never the training budget, the model or the training seed."""
+
+    model_config = ConfigDict(extra="forbid")
+    tile_size_px: int = Field(DEFAULT_TILE_SIZE_PX, gt=0, description="Tile side in pixels.")
+    val_tiles: int = Field(50, ge=0, description="Validation tiles wanted.")
+    split_seed: int = Field(0, ge=0, description="Seed of the split.")
+    min_valid_fraction: float = Field(DEFAULT_MIN_VALID_FRACTION, ge=0, le=1,
+                                      description="Tiles need this much valid elevation.")
+    min_train_fraction: float = Field(DEFAULT_MIN_TRAIN_FRACTION, ge=0, lt=1,
+                                      description="Share of each auto scene's tiles kept for training.")
 
 
 @dataclass
@@ -109,18 +123,21 @@ def _near_validation(tiles: Sequence[Tile], candidates: list[int], val: list[int
     return near
 
 
-def split_tiles(tiles: list[Tile], scene_splits: dict[str, str], val_tiles: int = 50, min_train_tiles: int = 10,
-                buffer_m: float = 0.0, seed: int = 0) -> list[Tile]:
+def split_tiles(tiles: list[Tile], scene_splits: dict[str, str], val_tiles: int = 50,
+                min_train_fraction: float = DEFAULT_MIN_TRAIN_FRACTION, buffer_m: float = 0.0,
+                seed: int = 0) -> list[Tile]:
     """Assign each tile to ``train``, ``val`` or ``buffer``, spatially disjoint, fixed by ``seed``.
 
     Scenes marked ``train``/``val`` keep their split. In ``auto`` scenes a compact validation
     region is grown from a corner tile (seeded) until the scene's share of ``val_tiles`` is
-    reached, keeping at least its share of ``min_train_tiles`` for training. Training tiles that
+    reached, keeping at least ``min_train_fraction`` of the scene's tiles for training. The
+    result depends on the tiles, ``val_tiles``, ``min_train_fraction``, ``buffer_m`` and
+    ``seed`` only: every budget, model and training seed is scored on the same region. Training tiles that
     touch a validation tile, or lie within ``buffer_m`` of one (in any scene on the same CRS),
     become ``buffer`` and are used for nothing, so neighbouring pixels cannot leak.
     """
-    if val_tiles < 0 or min_train_tiles < 0 or buffer_m < 0:
-        raise DemsegError("val tiles, min train tiles and buffer must not be negative")
+    if val_tiles < 0 or buffer_m < 0 or not 0.0 <= min_train_fraction < 1.0:
+        raise DemsegError("val tiles and buffer must not be negative; min train fraction must be in [0, 1)")
     rng = np.random.default_rng(seed)
     index = {t.id: i for i, t in enumerate(tiles)}
     fixed_val = [index[t.id] for t in tiles if scene_splits.get(t.scene_id) == "val"]
@@ -133,7 +150,7 @@ def split_tiles(tiles: list[Tile], scene_splits: dict[str, str], val_tiles: int 
     members_of = {s: [i for i, t in enumerate(tiles) if t.scene_id == s] for s in auto_scenes}
     quotas = _largest_remainder([len(members_of[s]) / max(1, auto_total) * remaining for s in auto_scenes])
     for scene_id, quota in zip(auto_scenes, quotas, strict=True):
-        keep_train = int(np.ceil(min_train_tiles * len(members_of[scene_id]) / max(1, auto_total)))
+        keep_train = int(np.ceil(min_train_fraction * len(members_of[scene_id])))
         val += _grow_validation_region(tiles, members_of[scene_id], val, quota, keep_train, buffer_m, rng)
     val_set = set(val)
     for i, tile in enumerate(tiles):
@@ -203,15 +220,6 @@ def eligible_tiles(tiles: Sequence[Tile], split: str, task: str | None = None,
     if task is not None:
         chosen = [t for t in chosen if t.labelled_fraction.get(task, 0.0) >= min_labelled_fraction]
     return sorted(chosen, key=lambda t: t.id)
-
-
-def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """The SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 INDEX_COLUMNS = ("id", "scene_id", "split", "row_off", "col_off", "size_px", "left", "bottom", "right", "top",

@@ -25,11 +25,10 @@ DEMO_ITERS = 120
 def demo_config(paper: bool) -> ExperimentConfig:
     """The protocol the demo runs (small and CPU-sized, or the paper's)."""
     if paper:
-        base = TrainConfig(backbone_weights="dem-tiny", iters=3000, val_every=150, head_width=256, unet_width=32)
+        base = TrainConfig(iters=3000, val_every=150, head_width=256, unet_width=32)
         return ExperimentConfig(tasks=["buildings", "roads"], backbone_weights=["dem-tiny"],
                                 train_tiles=[10, 50, 200, 450], seeds=3, base=base)
-    base = TrainConfig(backbone_weights="dem-tiny", iters=DEMO_ITERS, val_every=40, head_width=64, neck_width=64,
-                       unet_width=8, lr=2e-3)
+    base = TrainConfig(iters=DEMO_ITERS, val_every=40, unet_width=8, lr=2e-3)
     return ExperimentConfig(tasks=["buildings", "roads"], backbone_weights=["dem-tiny"], train_tiles=[10, 50],
                             seeds=1, base=base, preview_tiles=3)
 

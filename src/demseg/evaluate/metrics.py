@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-IGNORE = 255
+from demseg.data.scene import IGNORE
 
 
 @dataclass
@@ -83,7 +83,7 @@ class SegmentationScorer:
     """Accumulates every metric over tiles of one task."""
 
     task: str
-    pixel_size_m: float = 0.5
+    pixel_size_m: float
     boundary_width_m: float = 1.5
     road_buffer_m: float = 2.0
     pixels: ConfusionCounts = field(default_factory=ConfusionCounts)
@@ -91,20 +91,21 @@ class SegmentationScorer:
     objects: list[int] = field(default_factory=lambda: [0, 0, 0])
     road: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
-    def add(self, prediction: np.ndarray, target: np.ndarray) -> None:
-        """Score one tile (``prediction`` 0/1, ``target`` 0/1/255)."""
+    def add(self, prediction: np.ndarray, target: np.ndarray, pixel_size_m: float | None = None) -> None:
+        """Score one tile (``prediction`` 0/1, ``target`` 0/1/255), at its own pixel size if given."""
+        pixel_size_m = pixel_size_m or self.pixel_size_m
         self.pixels.add(prediction, target)
         known = target != IGNORE
         pred = (prediction == 1) & known
         truth = target == 1
-        width_px = max(1, int(round(self.boundary_width_m / self.pixel_size_m)))
+        width_px = max(1, int(round(self.boundary_width_m / pixel_size_m)))
         band = boundary_band(pred, width_px) | boundary_band(truth, width_px)
         self.boundary.add(np.where(band, prediction, 0), np.where(band & known, target, IGNORE))
         if self.task == "buildings":
             matched, n_pred, n_true = object_matches(pred, truth, known)
             self.objects = [self.objects[0] + matched, self.objects[1] + n_pred, self.objects[2] + n_true]
         else:
-            buffer_px = max(1, int(round(self.road_buffer_m / self.pixel_size_m)))
+            buffer_px = max(1, int(round(self.road_buffer_m / pixel_size_m)))
             near_pred = ndimage.binary_dilation(pred, iterations=buffer_px)
             near_truth = ndimage.binary_dilation(truth, iterations=buffer_px)
             self.road[0] += int((truth & near_pred).sum())

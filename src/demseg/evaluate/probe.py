@@ -13,9 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from demseg.data.dataset import load_split
+from demseg.data.scene import IGNORE
 from demseg.data.tiles import eligible_tiles
+from demseg.errors import DemsegError
+from demseg.models.registry import build_encoder
 from demseg.train.config import TrainConfig
-from demseg.train.run import build_model, prepare_data
 from demseg.train.tiles import tile_arrays
 
 
@@ -24,8 +27,8 @@ def patch_labels(targets: np.ndarray, patch_px: int) -> tuple[np.ndarray, np.nda
     n, height, width = targets.shape
     grid = targets.reshape(n, height // patch_px, patch_px, width // patch_px, patch_px).transpose(0, 1, 3, 2, 4)
     grid = grid.reshape(n, height // patch_px, width // patch_px, -1)
-    known = (grid != 255).mean(-1)
-    positive = (grid == 1).sum(-1) / np.maximum(1, (grid != 255).sum(-1))
+    known = (grid != IGNORE).mean(-1)
+    positive = (grid == 1).sum(-1) / np.maximum(1, (grid != IGNORE).sum(-1))
     return (positive > 0.5).astype(np.int64), known >= 0.5
 
 
@@ -54,32 +57,41 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, epochs: int = 300, weight_decay: 
     return linear
 
 
-def linear_probe(spec_path: str | Path, weights: list[str], arch: str = "tiny", recipe: str = "relief+slope",
-                 task: str = "buildings", split_seed: int = 0, val_tiles: int = 50, min_train_tiles: int = 10,
+def linear_probe(spec_path: str | Path, weights: list[str], config: TrainConfig | None = None,
                  progress: bool = False) -> list[dict]:
-    """Probe accuracy and balanced accuracy on validation patches, one row per backbone weights."""
-    data = prepare_data(spec_path, [task], 224, val_tiles, min_train_tiles, split_seed, progress=progress)
-    splits = {name: eligible_tiles(data.tiles, name, task) for name in ("train", "val")}
-    arrays = {name: tile_arrays(data.scenes, tiles, task, recipe) for name, tiles in splits.items()}
-    rows = []
-    for weight in weights:
-        config = TrainConfig(arch=arch, backbone_weights=weight, recipe=recipe, task=task)
-        backbone = build_model(config, arrays["train"].inputs.shape[1]).backbone
-        sets = {}
-        for name, array in arrays.items():
-            features = patch_features(backbone, array.inputs)
-            labels, usable = patch_labels(array.targets, backbone.patch_size)
-            sets[name] = (features[usable], labels[usable])
-        mean, std = sets["train"][0].mean(0), sets["train"][0].std(0) + 1e-6
-        linear = fit_logistic((sets["train"][0] - mean) / std, sets["train"][1])
-        with torch.no_grad():
-            x_val = torch.from_numpy((sets["val"][0] - mean) / std)
-            predicted = linear(x_val).argmax(1).numpy()
-        truth = sets["val"][1]
-        recall_pos = float((predicted[truth == 1] == 1).mean()) if (truth == 1).any() else float("nan")
-        recall_neg = float((predicted[truth == 0] == 0).mean()) if (truth == 0).any() else float("nan")
-        rows.append({"weights": weight, "arch": arch, "train_patches": len(sets["train"][1]),
-                     "val_patches": len(truth), "accuracy": float((predicted == truth).mean()),
-                     "balanced_accuracy": (recall_pos + recall_neg) / 2,
-                     "val_building_share": float(truth.mean())})
-    return rows
+    """Probe accuracy and balanced accuracy on validation patches, one row per backbone weights.
+
+    ``config`` gives the architecture, recipe, task and split settings (the one split of
+    :func:`demseg.data.dataset.load_split`); its ``backbone_weights`` is replaced by each of ``weights``.
+    """
+    config = config or TrainConfig()
+    data = load_split(spec_path, [config.task], config.split_config(), progress)
+    splits = {name: eligible_tiles(data.tiles, name, config.task, config.min_labelled_fraction)
+              for name in ("train", "val")}
+    empty = [name for name, tiles in splits.items() if not tiles]
+    if empty:
+        raise DemsegError(f"the split of {spec_path} leaves no {' or '.join(empty)} tile labelled for "
+                          f"{config.task} (val tiles asked: {config.val_tiles})")
+    arrays = {name: tile_arrays(data.scenes, tiles, config.task, config.recipe) for name, tiles in splits.items()}
+    return [_probe_one(build_encoder(config.model_copy(update={"backbone_weights": weight})), arrays, weight,
+                       config.arch) for weight in weights]
+
+
+def _probe_one(backbone, arrays: dict, weight: str, arch: str) -> dict:
+    sets = {}
+    for name, array in arrays.items():
+        features = patch_features(backbone, array.inputs)
+        labels, usable = patch_labels(array.targets, backbone.patch_size)
+        sets[name] = (features[usable], labels[usable])
+    if not len(sets["train"][1]) or not len(sets["val"][1]):
+        raise DemsegError("no usable (mostly labelled) patch in the training or validation tiles")
+    mean, std = sets["train"][0].mean(0), sets["train"][0].std(0) + 1e-6
+    linear = fit_logistic((sets["train"][0] - mean) / std, sets["train"][1])
+    with torch.no_grad():
+        predicted = linear(torch.from_numpy((sets["val"][0] - mean) / std)).argmax(1).numpy()
+    truth = sets["val"][1]
+    recall_pos = float((predicted[truth == 1] == 1).mean()) if (truth == 1).any() else float("nan")
+    recall_neg = float((predicted[truth == 0] == 0).mean()) if (truth == 0).any() else float("nan")
+    return {"weights": weight, "arch": arch, "train_patches": len(sets["train"][1]), "val_patches": len(truth),
+            "accuracy": float((predicted == truth).mean()), "balanced_accuracy": (recall_pos + recall_neg) / 2,
+            "val_building_share": float(truth.mean())}

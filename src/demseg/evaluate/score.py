@@ -1,4 +1,4 @@
-"""``demseg evaluate``: score a trained run on a spec's validation tiles (possibly another city)."""
+"""``demseg evaluate``: score a trained run on its own validation tiles, or on all tiles of another dataset."""
 
 from __future__ import annotations
 
@@ -6,66 +6,74 @@ import json
 import re
 from pathlib import Path
 
+from demseg.data.dataset import SplitData, load_split
 from demseg.data.normalise import hillshade
-from demseg.data.tiles import eligible_tiles
+from demseg.data.tiles import Tile
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
 from demseg.evaluate.report import write_preview
 from demseg.io.atomic import write_text_atomic
+from demseg.train.config import TrainConfig
 from demseg.train.loop import predict_images
 from demseg.train.manifest import spec_file_hashes
-from demseg.train.run import load_run, prepare_data
+from demseg.train.run import check_resolution, load_run
 from demseg.train.tiles import tile_arrays
 
 
-def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = None, progress: bool = True,
-                 preview_tiles: int = 4) -> dict[str, float]:
-    """Scores of a run on the validation tiles of a spec, written to ``RUN/evaluations/<spec>/``.
+def scored_tiles(data: SplitData, config: TrainConfig, manifest: dict, task: str) -> tuple[list[Tile], str]:
+    """The tiles a run is scored on in ``data`` and how they were chosen.
 
-    Validation tiles are all tiles of scenes marked ``split: val``. A spec with none that shares
-    a DEM with the run's training data is split the way the run was (same seeds and counts); one
-    that shares none (another city) is scored on all its tiles. Tiles the run trained on are
-    never scored.
+    Data the run was trained on (a file hash in common): exactly the validation tiles the run
+    recorded, never a training tile. Data it never saw: every tile labelled for the task.
     """
+    trained_hashes = set((manifest.get("data") or {}).get("sha256", {}).values())
+    labelled = [t for t in data.tiles if t.labelled_fraction.get(task, 0.0) >= config.min_labelled_fraction]
+    if not trained_hashes & set(spec_file_hashes(data.spec).values()):
+        return sorted(labelled, key=lambda t: t.id), "all labelled tiles (data the run never saw)"
+    recorded = set(manifest.get("tiles", {}).get("val", []))
+    trained = set(manifest.get("tiles", {}).get("train", []))
+    chosen = [t for t in labelled if t.id in recorded and t.id not in trained]
+    if not chosen:
+        raise DemsegError("this spec shares data with the run but holds none of the validation tiles the run "
+                          "recorded: score it on the spec it was trained on, or on data it never saw")
+    return sorted(chosen, key=lambda t: t.id), "the run's own validation tiles"
+
+
+def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = None, progress: bool = True,
+                 preview_tiles: int = 4, allow_resolution_mismatch: bool = False) -> dict[str, float]:
+    """Scores of a run on a spec, written to ``RUN/evaluations/<spec name>/`` (metrics.json, preview.png)."""
     model, config = load_run(run_dir)
     task = task or config.task
     if task != config.task:
         raise DemsegError(f"the run was trained for {config.task}, not {task}")
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
-    trained_hashes = set((manifest.get("data") or {}).get("sha256", {}).values())
-    trained_ids = set(manifest.get("tiles", {}).get("train", []))
-    data = prepare_data(spec_path, [task], config.tile_size_px, config.val_tiles, config.train_tiles,
-                        config.split_seed, config.min_valid_fraction, progress)
-    marked_val = any(scene.split == "val" for scene in data.spec.scenes)
-    shares_data = bool(trained_hashes & set(spec_file_hashes(data.spec).values()))
-    for tile in data.tiles:
-        if marked_val:
-            tile.split = "val" if data.scenes[tile.scene_id].split == "val" else "train"
-        elif not shares_data:
-            tile.split = "val"
-        if shares_data and tile.id in trained_ids:
-            tile.split = "train"
-    tiles = eligible_tiles(data.tiles, "val", task, config.min_labelled_fraction)
-    if not tiles:
-        raise DemsegError(f"no validation tile labelled for {task} in {spec_path}")
-    arrays = tile_arrays(data.scenes, tiles, task, config.recipe)
-    predictions = predict_images(model, arrays.inputs, config.use_amp())
-    pixel_sizes = {data.scenes[t.scene_id].grid.pixel_size_m for t in tiles}
-    scorer = SegmentationScorer(task, pixel_size_m=min(pixel_sizes))
-    for prediction, target in zip(predictions, arrays.targets, strict=True):
-        scorer.add(prediction, target)
-    scores = scorer.scores()
+    data = load_split(spec_path, [task], config.split_config(), progress)
+    for scene in data.scenes.values():
+        check_resolution(scene.grid.pixel_size_m, config, allow_resolution_mismatch)
+    tiles, how = scored_tiles(data, config, manifest, task)
+    scores = score_tiles(model, config, data, tiles, task)
     out = Path(run_dir) / "evaluations" / re.sub(r"[^A-Za-z0-9_.-]", "_", data.spec.name)
     record = {"spec": str(spec_path), "task": task, "val_tiles": len(tiles), "tile_ids": [t.id for t in tiles],
-              "validation": "scenes marked split: val" if marked_val else (
-                  "spatial split of the run's seed" if shares_data else "all tiles (data the run never saw)"),
-              **scores}
+              "validation": how, **scores}
     write_text_atomic(out / "metrics.json", json.dumps(record, indent=2, default=float))
-    n = min(preview_tiles, len(tiles))
-    if n:
-        shades = [hillshade(data.scenes[t.scene_id].dem.elevation[t.window()],
-                            data.scenes[t.scene_id].valid_mask[t.window()],
-                            data.scenes[t.scene_id].grid.pixel_size_m) for t in tiles[:n]]
-        write_preview(out / "preview.png", shades, list(arrays.targets[:n]), predictions[:n],
-                      f"{task} on {data.spec.name}: {config.model}")
+    if preview_tiles:
+        _preview(out / "preview.png", model, config, data, tiles[:preview_tiles], task)
     return {"val_tiles": len(tiles), **scores}
+
+
+def score_tiles(model, config: TrainConfig, data: SplitData, tiles: list[Tile], task: str) -> dict[str, float]:
+    """Every metric of a model on ``tiles``, each tile scored at its own scene's pixel size."""
+    arrays = tile_arrays(data.scenes, tiles, task, config.recipe)
+    predictions = predict_images(model, arrays.inputs, config.use_amp())
+    scorer = SegmentationScorer(task, pixel_size_m=data.pixel_size_m())
+    for tile, prediction, target in zip(tiles, predictions, arrays.targets, strict=True):
+        scorer.add(prediction, target, pixel_size_m=data.scenes[tile.scene_id].grid.pixel_size_m)
+    return scorer.scores()
+
+
+def _preview(path: Path, model, config: TrainConfig, data: SplitData, tiles: list[Tile], task: str) -> None:
+    arrays = tile_arrays(data.scenes, tiles, task, config.recipe)
+    predictions = predict_images(model, arrays.inputs, config.use_amp())
+    shades = [hillshade(data.scenes[t.scene_id].dem.elevation[t.window()], data.scenes[t.scene_id].valid_mask[t.window()],
+                        data.scenes[t.scene_id].grid.pixel_size_m) for t in tiles]
+    write_preview(path, shades, list(arrays.targets), predictions, f"{task} on {data.spec.name}: {config.model}")

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from demseg.errors import DemsegError
+from demseg.io.folders import os_error_message
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every character but letters, digits, ``_``, ``.`` and ``-`` replaced by ``_``.
+
+    Temporary and lock names use it: GDAL drivers split some paths at ``;`` or ``,``, and glob
+    patterns treat ``[`` and ``*`` as syntax.
+    """
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
 
 
 @contextlib.contextmanager
@@ -23,12 +43,16 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DemsegError(f"cannot create output folder {directory}: {exc.strerror or exc}") from exc
+        raise DemsegError(os_error_message(exc, f"the output folder {directory}")) from exc
     if not os.access(directory, os.W_OK):
         raise DemsegError(f"output folder is not writable: {directory}")
     # keep the real extension last so GDAL drivers that sniff it still work
     ext = suffix if suffix is not None else "".join(target.suffixes[-1:])
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{ext}", dir=directory)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{safe_name(target.stem)}.", suffix=f".partial{ext}",
+                                        dir=directory)
+    except OSError as exc:
+        raise DemsegError(os_error_message(exc, str(target))) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()  # drivers want to create the file themselves
@@ -36,9 +60,11 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         yield tmp
         if not tmp.exists():
             raise DemsegError(f"nothing was written for {target}")
+        # some writers create files owner-only (0600): give the result the permissions the umask allows
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, target)
     except OSError as exc:
-        raise DemsegError(f"could not write {target}: {exc.strerror or exc}") from exc
+        raise DemsegError(os_error_message(exc, str(target))) from exc
     finally:
         for leftover in directory.glob(f"{tmp.name}*"):
             with contextlib.suppress(OSError):

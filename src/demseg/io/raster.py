@@ -130,6 +130,26 @@ def _grid_of(src, path: Path, crs: CRS | None, what: str) -> GridSpec:
     return GridSpec(grid_crs, src.transform, src.width, src.height)
 
 
+BYTES_PER_LOADED_PIXEL = 10  # float32 elevation, the source array, the GDAL mask and the validity mask
+
+
+def memory_bytes() -> int:
+    """The machine's physical memory in bytes (a large default where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_loadable(width: int, height: int, path: Path, what: str) -> None:
+    """Refuse to load a raster whole when it would need more than half the machine's memory."""
+    needed = width * height * BYTES_PER_LOADED_PIXEL
+    if needed > memory_bytes() // 2:
+        raise DemsegError(f"{what} is {width} x {height} px (about {needed / 2**30:.0f} GiB to load whole), more than "
+                          f"this machine can hold: {path}; cut it into tiles first (e.g. gdal_retile.py), or use "
+                          "demseg predict, which reads in windows")
+
+
 def read_dem(path: str | os.PathLike, band: int | None = None, crs: str | CRS | None = None,
              nodata: float | None = None, window: Window | None = None, what: str = "DEM") -> DemRaster:
     """Read one band of an elevation raster as float32 with a validity mask.
@@ -150,6 +170,8 @@ def read_dem(path: str | os.PathLike, band: int | None = None, crs: str | CRS | 
         dtype = np.dtype(src.dtypes[band - 1])
         if dtype.kind == "c":
             raise DemsegError(f"{what} band {band} is complex-valued, not elevation: {path}")
+        if window is None:
+            check_loadable(src.width, src.height, path, what)
         try:
             data = src.read(band, window=window, masked=False)
             gdal_mask = src.read_masks(band, window=window)
@@ -186,6 +208,8 @@ def read_label_raster(path: str | os.PathLike, grid: GridSpec, band: int = 1, wi
                               f"{tuple(round(v, 3) for v in grid.transform[:6])}): {path}")
         if np.dtype(src.dtypes[band - 1]).kind == "f":
             raise DemsegError(f"{what} holds floating-point values, expected integer class codes: {path}")
+        if window is None:
+            check_loadable(src.width, src.height, path, what)
         try:
             data = src.read(band, window=window)
         except (RasterioError, RasterioIOError) as exc:

@@ -1,60 +1,80 @@
-"""A small registry: build a segmentation model by name with keyword options."""
+"""The one model builder: :func:`build` turns a :class:`ModelConfig` into a model, by a registry of names.
+
+Train, evaluate, predict, probe, the benchmarks and the Python API all build models here, so a
+CLI user and a Python user get the same model from the same config. Every path checks that the
+backbone's weights were pre-trained on the config's channels and normalisation recipe. Adding a
+model is one builder function and one ``MODELS`` entry.
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from demseg.data.normalise import recipe_channels
 from demseg.errors import DemsegError
-from demseg.models.backbone import DEFAULT_TAP_BLOCKS, build_backbone
+from demseg.models.backbone import MaeBackbone, build_backbone
+from demseg.models.config import ModelConfig
 from demseg.models.unet import UNet
 from demseg.models.upernet import MaeUperNet, SegmentationHead
 
+NUM_CLASSES = 2  # target class vs everything else, per task
 
-def build_mae_upernet(
-    num_classes: int = 2,
-    arch: str | None = None,
-    weights: str = "random",
-    num_channels: int = 1,
-    tap_blocks: Sequence[int] = DEFAULT_TAP_BLOCKS,
-    dtype: torch.dtype | str = "auto",
-    image_size: int = 224,
-    head_channels: int = 256,
-    neck_channels: int | None = None,
-    aux_head: bool = False,
-    norm: str = "batch",
-) -> MaeUperNet:
-    """Return the paper's model: a frozen MAE ViT backbone feeding a trainable neck + UperNet head."""
-    backbone = build_backbone(arch, weights, num_channels, tap_blocks, dtype=dtype, image_size=image_size)
-    head = SegmentationHead(
-        backbone.embed_dim, num_classes, head_channels, neck_channels=neck_channels, aux_head=aux_head, norm=norm
-    )
+
+def build_encoder(config: ModelConfig, seed: int = 0) -> MaeBackbone:
+    """The frozen backbone a config names, checked against the config's recipe and channels."""
+    torch.manual_seed(seed)  # makes "random" backbone weights reproducible too
+    channels = recipe_channels(config.recipe)
+    backbone = build_backbone(config.arch, config.backbone_weights, channels, tuple(config.tap_blocks),
+                              dtype=config.backbone_torch_dtype(), image_size=config.tile_size_px)
+    check_encoder_inputs(backbone, config)
+    return backbone
+
+
+def check_encoder_inputs(backbone: MaeBackbone, config: ModelConfig) -> None:
+    """Refuse a backbone pre-trained on other inputs than the config's recipe produces."""
+    trained_on = (backbone.weights_metadata or {}).get("normalisation")
+    if trained_on and trained_on != config.recipe:
+        raise DemsegError(f"backbone weights {config.backbone_weights!r} were pre-trained on {trained_on!r} "
+                          f"inputs but this model normalises with {config.recipe!r}: pass --recipe {trained_on}")
+    if backbone.num_channels != recipe_channels(config.recipe):
+        raise DemsegError(f"backbone weights {config.backbone_weights!r} take {backbone.num_channels} channel(s) "
+                          f"but recipe {config.recipe!r} makes {recipe_channels(config.recipe)}")
+
+
+def _mae_upernet(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Module:
+    backbone = backbone if backbone is not None else build_encoder(config, seed)
+    check_encoder_inputs(backbone, config)
+    torch.manual_seed(seed)
+    head = SegmentationHead(backbone.embed_dim, NUM_CLASSES, config.head_width,
+                            neck_channels=config.neck_width or None, aux_head=config.aux_head)
     return MaeUperNet(backbone, head)
 
 
-def build_unet(
-    num_classes: int = 2, num_channels: int = 1, base_width: int = 32, up_mode: str = "transposed"
-) -> UNet:
-    """Return the from-scratch UNet baseline."""
-    return UNet(num_channels, num_classes, base_width=base_width, up_mode=up_mode)
+def _unet(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return UNet(recipe_channels(config.recipe), NUM_CLASSES, base_width=config.unet_width)
 
 
-MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"mae-upernet": build_mae_upernet, "unet": build_unet}
-MODEL_NAMES = tuple(MODEL_BUILDERS)
+MODELS: dict[str, Callable[[ModelConfig, MaeBackbone | None, int], nn.Module]] = {
+    "mae-upernet": _mae_upernet,
+    "unet": _unet,
+}
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Return the model registered as ``name`` built with ``kwargs``; unknown names or options raise DemsegError."""
-    if name not in MODEL_BUILDERS:
-        raise DemsegError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    builder = MODEL_BUILDERS[name]
-    signature = inspect.signature(builder)
-    unknown = sorted(set(kwargs) - set(signature.parameters))
-    if unknown:
-        raise DemsegError(
-            f"model {name} has no option {', '.join(unknown)}; options: {', '.join(signature.parameters)}"
-        )
-    return builder(**kwargs)
+def uses_backbone(name: str) -> bool:
+    """True for models built around a (frozen, cacheable) MAE backbone."""
+    return name != "unet"
+
+
+def build(config: ModelConfig, backbone: MaeBackbone | None = None, seed: int = 0) -> nn.Module:
+    """The model ``config`` describes, its trainable parts seeded by ``seed``.
+
+    ``backbone`` reuses an already built frozen encoder (experiments share one between runs);
+    it is checked against the config's recipe and channels like a freshly loaded one.
+    """
+    if config.model not in MODELS:
+        raise DemsegError(f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[config.model](config, backbone, seed)

@@ -3,6 +3,7 @@
 ``weights`` names one of:
 
 * ``"random"``: a random encoder with the fixed sin-cos position embeddings;
+* a shipped encoder's name (``dem-tiny``, see :mod:`demseg.models.encoders`);
 * a folder with ``config.json`` (Hugging Face format) or a hub id: ``ViTMAEModel.from_pretrained``;
   a ``ViTMAEForPreTraining`` folder gives its encoder;
 * ``*.pth`` / ``*.pt``: an official facebookresearch/mae checkpoint (timm key names under
@@ -39,7 +40,8 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel
 
 from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path, write_text_atomic
-from demseg.models.backbone import (
+from demseg.models.encoders import resolve_weights
+from demseg.models.vit import (
     ARCHS,
     ENCODER_FIELDS,
     MAE_LAYER_NORM_EPS,
@@ -106,11 +108,15 @@ def load_encoder(
     """
     if weights == "random":
         return _random_encoder(arch or "tiny", num_channels, image_size)
-    source = _read_weights(str(weights))
+    source = _read_weights(resolve_weights(str(weights)))
     name = source.metadata["source"]
     _check_arch(source.config, arch, name)
-    _adapt_channels(source, num_channels, name)
-    _adapt_patch_grid(source, image_size, name)
+    try:
+        _adapt_channels(source, num_channels, name)
+        _adapt_patch_grid(source, image_size, name)
+    except (KeyError, RuntimeError, ValueError, IndexError) as exc:
+        # tensors missing or shaped otherwise than the description says: a broken or hostile file
+        raise DemsegError(f"{name} does not fit its declared architecture: {_one_line(exc)}") from exc
     return _build_encoder(source, name)
 
 
@@ -169,19 +175,45 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """False when the Hugging Face hub is off (HF_HUB_OFFLINE) or its host does not answer within ``timeout_s``."""
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants as hub
+
+    if hub.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(hub.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
 def _read_huggingface(location: str) -> EncoderWeights:
     """Return the encoder of a Hugging Face ViTMAE model folder or hub id."""
-    if Path(location).is_dir() and not (Path(location) / "config.json").is_file():
+    is_folder = Path(location).is_dir()
+    if is_folder and not (Path(location) / "config.json").is_file():
         raise DemsegError(f"model folder {location} has no config.json (expected a Hugging Face ViTMAE model)")
+    # offline, a hub id is looked up in the local cache only: no retries, one line if it is not there
+    local_only = not is_folder and not hub_reachable()
     try:
         with _quiet_transformers():
             model, info = ViTMAEModel.from_pretrained(
-                location, dtype=torch.float32, weights_only=True, output_loading_info=True
+                location, dtype=torch.float32, weights_only=True, output_loading_info=True,
+                local_files_only=local_only,
             )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if local_only:
+            raise DemsegError(f"cannot load ViTMAE weights {location!r}: no such local folder, the Hugging Face "
+                              "hub is unreachable (offline) and the model is not in the local cache; download it "
+                              "where there is internet and pass its folder") from exc
         raise DemsegError(
-            f"cannot load ViTMAE weights {location!r} (no such local folder, and the hub is offline or "
-            f"has no such model): {_one_line(exc)}"
+            f"cannot load ViTMAE weights {location!r} (no such local folder, and the hub has no such model): "
+            f"{_one_line(exc)}"
         ) from exc
     if info.get("missing_keys"):
         missing = sorted(info["missing_keys"])

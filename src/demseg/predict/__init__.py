@@ -8,15 +8,16 @@
 - :mod:`demseg.predict.scale`: :func:`predict_many`, many scenes here or on a Dask cluster.
 """
 
+from demseg.predict.config import PredictConfig
 from demseg.predict.scale import predict_many, scene_inputs
-from demseg.predict.scene import LoadedRun, check_resolution, predict_scene, resolve_run
+from demseg.predict.scene import LoadedRun, predict_scene, resolve_run
 from demseg.predict.sliding import DemInput
 from demseg.predict.vectorise import vectorise_mask
 
 __all__ = [
     "DemInput",
     "LoadedRun",
-    "check_resolution",
+    "PredictConfig",
     "predict_many",
     "predict_scene",
     "resolve_run",

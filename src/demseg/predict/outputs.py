@@ -18,9 +18,8 @@ import rasterio.shutil
 from rasterio.enums import Resampling
 
 from demseg.data.normalise import hillshade
-from demseg.data.tiles import file_sha256
-from demseg.errors import DemsegError
 from demseg.io.atomic import write_text_atomic
+from demseg.io.provenance import file_sha256
 from demseg.predict.sliding import NODATA, DemInput
 
 COG_BLOCK_PX = 512
@@ -62,7 +61,7 @@ def write_preview(path: Path, source: DemInput, mask_path: Path, task: str,
         band = source.band or 1
         elevation = dem_src.read(band, out_shape=shape, resampling=Resampling.nearest, masked=True)
         pixel_size_m = (abs(dem_src.transform.a) + abs(dem_src.transform.e)) / 2 * factor
-    values = elevation.filled(np.nan).astype(np.float32)
+    values = elevation.astype(np.float32).filled(np.nan)  # integer DEMs have no NaN to fill with
     valid = ~np.ma.getmaskarray(elevation) & np.isfinite(values)
     if source.nodata is not None:
         valid &= values != np.float32(source.nodata)
@@ -113,19 +112,3 @@ def is_done(paths: dict[str, Path], settings: dict) -> bool:
         if entry is None or not path.exists() or path.stat().st_size != entry.get("bytes"):
             return False
     return True
-
-
-def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
-    """Create the output folder; one clear error if that is impossible or it is not writable."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DemsegError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from exc
-    probe = out_dir / f".demseg-write-test-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DemsegError(f"output folder is not writable: {out_dir} ({exc.strerror or exc})") from exc
-    return out_dir

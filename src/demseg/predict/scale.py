@@ -20,17 +20,12 @@ import torch
 from tqdm import tqdm
 
 from demseg.errors import DemsegError
-from demseg.predict.outputs import is_done, output_paths, prepare_out_dir
-from demseg.predict.scene import (
-    LoadedRun,
-    check_resolution,
-    done_record,
-    predict_scene,
-    resolve_run,
-    scene_settings,
-)
+from demseg.io.folders import make_dir
+from demseg.predict.config import PredictConfig
+from demseg.predict.outputs import is_done, output_paths
+from demseg.predict.scene import LoadedRun, done_record, predict_scene, resolve_run, scene_settings
 from demseg.predict.sliding import DemInput, window_stride
-from demseg.predict.vectorise import DEFAULT_MIN_AREA_M2
+from demseg.train.run import check_resolution
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -83,63 +78,79 @@ def _worker_threads() -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
-def _scene_job(run, source: DemInput, out_dir: str, options: dict) -> tuple[str, dict[str, str], float]:
+def _scene_job(run, source: DemInput, out_dir: str, config: PredictConfig) -> tuple[str, dict[str, str], float]:
     """One scene on a Dask worker: (stem, output paths, area in km2)."""
     _worker_threads()
-    paths = predict_scene(run, source, out_dir, progress=False, **options)
+    paths = predict_scene(run, source, out_dir, config, progress=False)
     return source.name, {name: str(path) for name, path in paths.items()}, done_record(paths)["area_km2"]
 
 
-def _dask_client(workers: int, scheduler: str | None):
+def _dask_client(config: PredictConfig):
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:
         raise DemsegError("several workers or a scheduler need dask: pip install 'demseg[dask]'") from exc
-    if scheduler:
-        try:
-            return Client(scheduler, timeout="30s"), None
-        except OSError as exc:
-            raise DemsegError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from exc
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    if config.scheduler:
+        return _connect(Client, config.scheduler, config.scheduler_timeout_s), None
+    cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
+def _connect(client_class, address: str, timeout_s: float):
+    """A client of the scheduler at ``address``, or one clear error within about ``timeout_s`` seconds.
+
+    A listener that is not a Dask scheduler (e.g. an HTTP server) accepts the TCP connection and
+    may never answer the handshake, so the attempt runs in a daemon thread with a deadline of
+    its own (a daemon thread left waiting does not keep the process alive).
+    """
+    import threading
+
+    outcome: dict = {}
+
+    def attempt() -> None:
+        try:
+            outcome["client"] = client_class(address, timeout=f"{timeout_s}s", set_as_default=False)
+        except Exception as exc:  # noqa: BLE001 - reported below as one line
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=attempt, name="demseg-dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 5)
+    if "client" in outcome:
+        return outcome["client"]
+    if "error" in outcome:
+        reason = str(outcome["error"]).splitlines()[0] if str(outcome["error"]) else type(outcome["error"]).__name__
+        raise DemsegError(f"cannot reach the Dask scheduler {address}: {reason}")
+    raise DemsegError(f"the Dask scheduler {address} did not answer within {timeout_s:g} s (is it a Dask scheduler?)")
+
+
 def predict_many(run, inputs: Iterable[str | os.PathLike | DemInput], out_dir: str | os.PathLike,
-                 workers: int = 1, scheduler: str | None = None, overwrite: bool = False, progress: bool = True,
-                 overlap: float = 0.25, tta: bool = False, batch_size: int = 8, block_rows: int | None = None,
-                 min_area_m2: float = DEFAULT_MIN_AREA_M2, simplify_m: float | None = None,
-                 regularise: bool = False, allow_resolution_mismatch: bool = False,
-                 dtm_path: str | os.PathLike | None = None, band: int | None = None,
-                 crs: str | None = None) -> dict[str, dict[str, Path]]:
+                 config: PredictConfig | None = None, dtm_path: str | os.PathLike | None = None,
+                 band: int | None = None, crs: str | None = None, overwrite: bool = False,
+                 progress: bool = True) -> dict[str, dict[str, Path]]:
     """Predict every scene of ``inputs`` into ``out_dir``; returns each scene's output paths by stem.
 
-    ``workers=1`` without ``scheduler`` runs here, one scene after another; ``workers=N`` starts a
-    local Dask cluster of N processes with one thread each; ``scheduler="tcp://host:8786"`` uses
-    an existing cluster. Complete scenes are skipped unless ``overwrite``. The options and every
-    input (grid, pixel size) are checked before any work starts; a scene that fails later does
-    not stop the others, and the failures are raised together at the end. ``dtm_path``,
-    ``band`` and ``crs``: see :func:`scene_inputs`. A script that starts a local cluster needs the
-    usual ``if __name__ == "__main__":`` guard (worker processes are spawned and import it).
+    ``config.workers=1`` without ``config.scheduler`` runs here, one scene after another;
+    ``workers=N`` starts a local Dask cluster of N processes with one thread each;
+    ``scheduler="tcp://host:8786"`` uses an existing cluster. Complete scenes are skipped unless
+    ``overwrite``. The options and every input (grid, pixel size) are checked before any work
+    starts; a scene that fails later does not stop the others, and the failures are raised
+    together at the end. ``dtm_path``, ``band`` and ``crs``: see :func:`scene_inputs`. A script
+    that starts a local cluster needs the usual ``if __name__ == "__main__":`` guard.
     """
-    if workers < 1:
-        raise DemsegError(f"workers must be at least 1, got {workers}")
-    if batch_size < 1:
-        raise DemsegError(f"batch size must be positive, got {batch_size}")
+    config = config or PredictConfig()
     sources = scene_inputs(inputs, dtm_path, band, crs)
     loaded = resolve_run(run)
-    window_stride(loaded.config.tile_size_px, overlap)
-    out_dir = prepare_out_dir(out_dir)
+    window_stride(loaded.config.tile_size_px, config.overlap)
+    out_dir = make_dir(out_dir)
     for source in sources:
-        check_resolution(source.grid().pixel_size_m, loaded.config, allow_resolution_mismatch)
-    options = dict(overlap=overlap, tta=tta, batch_size=batch_size, block_rows=block_rows, min_area_m2=min_area_m2,
-                   simplify_m=simplify_m, regularise=regularise, allow_resolution_mismatch=allow_resolution_mismatch)
+        check_resolution(source.grid().pixel_size_m, loaded.config, config.allow_resolution_mismatch)
     results: dict[str, dict[str, Path]] = {}
     todo = []
     for source in sources:
         paths = output_paths(out_dir, source.name)
-        settings = scene_settings(loaded, source, overlap, tta, min_area_m2, simplify_m, regularise)
-        if not overwrite and is_done(paths, settings):
+        if not overwrite and is_done(paths, scene_settings(loaded, source, config)):
             results[source.name] = paths
         else:
             todo.append(source)
@@ -158,16 +169,16 @@ def predict_many(run, inputs: Iterable[str | os.PathLike | DemInput], out_dir: s
         bar.set_postfix_str(f"{area_km2 / max(hours, 1e-9):.2f} km2/h")
 
     try:
-        if scheduler is None and workers == 1:
+        if config.scheduler is None and config.workers == 1:
             for source in todo:
                 try:
-                    paths = predict_scene(loaded, source, out_dir, progress=progress, **options)
+                    paths = predict_scene(loaded, source, out_dir, config, progress=progress)
                 except DemsegError as exc:
                     failures.append((source.name, str(exc)))
                     continue
                 finished(source.name, paths, done_record(paths)["area_km2"])
         elif todo:
-            _predict_on_dask(run, loaded, todo, out_dir, workers, scheduler, options, finished, failures)
+            _predict_on_dask(run, loaded, todo, out_dir, config, finished, failures)
     finally:
         bar.close()
     if failures:
@@ -176,18 +187,18 @@ def predict_many(run, inputs: Iterable[str | os.PathLike | DemInput], out_dir: s
     return {source.name: results[source.name] for source in sources}
 
 
-def _predict_on_dask(run, loaded: LoadedRun, todo: list[DemInput], out_dir: Path, workers: int,
-                     scheduler: str | None, options: dict, finished, failures: list) -> None:
+def _predict_on_dask(run, loaded: LoadedRun, todo: list[DemInput], out_dir: Path, config: PredictConfig,
+                     finished, failures: list) -> None:
     from dask.distributed import as_completed
 
-    client, cluster = _dask_client(workers, scheduler)
+    client, cluster = _dask_client(config)
     try:
         # a run folder is loaded by each worker (once); an in-memory model is sent to each worker once
         if isinstance(run, (str, os.PathLike)):
             run_arg = str(Path(run).resolve())
         else:
             run_arg = client.scatter(loaded, broadcast=True)
-        futures = [client.submit(_scene_job, run_arg, source, str(out_dir), options, pure=False,
+        futures = [client.submit(_scene_job, run_arg, source, str(out_dir), config, pure=False,
                                  key=f"predict-{source.name}-{os.getpid()}-{time.time_ns()}") for source in todo]
         names = {future.key: source.name for future, source in zip(futures, todo, strict=True)}
         for future in as_completed(futures):

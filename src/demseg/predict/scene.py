@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,16 +26,18 @@ from rasterio.errors import RasterioError
 from torch import nn
 
 from demseg.errors import DemsegError
-from demseg.io.atomic import atomic_path
+from demseg.io.atomic import atomic_path, safe_name
+from demseg.io.folders import folder_lock, make_dir
 from demseg.io.vector import write_gpkg
-from demseg.predict.outputs import output_paths, prepare_out_dir, write_cog, write_done, write_preview
+from demseg.predict.config import PredictConfig
+from demseg.predict.outputs import output_paths, write_cog, write_done, write_preview
 from demseg.predict.sliding import DemInput, StageTimer, as_input, predict_rasters, window_stride
-from demseg.predict.vectorise import DEFAULT_HALO_PX, DEFAULT_MIN_AREA_M2, vectorise_mask
+from demseg.predict.vectorise import vectorise_mask
 from demseg.train.config import TrainConfig
+from demseg.train.run import check_resolution, load_run
 
 logger = logging.getLogger("demseg.predict")
 
-MAX_PIXEL_SIZE_MISMATCH = 0.10  # relative difference to the training pixel size that is refused
 RUN_FILES = ("config.json", "model.safetensors", "backbone.safetensors")
 
 
@@ -96,8 +97,6 @@ def resolve_run(run) -> LoadedRun:
         return LoadedRun(model, config, "in-memory model", _model_digest(model, config))
     if not isinstance(run, (str, os.PathLike)):
         raise TypeError(f"run must be a run folder or a (model, TrainConfig) pair, got {type(run).__name__}")
-    from demseg.train.run import load_run
-
     run_dir = Path(run).resolve()
     stamps = tuple((run_dir / name).stat().st_mtime_ns if (run_dir / name).exists() else 0 for name in RUN_FILES)
     key = (str(run_dir), stamps)
@@ -108,59 +107,12 @@ def resolve_run(run) -> LoadedRun:
     return _LOADED[key]
 
 
-def check_resolution(dem_pixel_size_m: float, config: TrainConfig, allow_mismatch: bool = False) -> str | None:
-    """Refuse a DEM whose pixel size is more than 10 % off the run's; with ``allow_mismatch`` warn instead.
-
-    Returns the warning text (also logged) or None when the sizes agree.
-    """
-    trained = config.pixel_size_m
-    if trained is None:
-        message = "the run does not record its training pixel size; the DEM's was not checked"
-        logger.warning(message)
-        return message
-    relative = abs(dem_pixel_size_m - trained) / trained
-    if relative <= MAX_PIXEL_SIZE_MISMATCH:
-        return None
-    message = (f"DEM pixel size {dem_pixel_size_m:g} m differs from the run's training pixel size {trained:g} m "
-               f"by {relative:.0%}")
-    if not allow_mismatch:
-        raise DemsegError(f"{message}; objects would have the wrong size in pixels. Resample the DEM first "
-                          f"(e.g. gdalwarp -tr {trained:g} {trained:g} -r bilinear IN.tif OUT.tif) or pass "
-                          "--allow-resolution-mismatch")
-    logger.warning("%s; predicting anyway (--allow-resolution-mismatch)", message)
-    return message
-
-
-@contextlib.contextmanager
-def scene_lock(out_dir: Path, stem: str) -> Iterator[None]:
-    """Hold ``.<stem>.lock`` in ``out_dir`` while a scene is predicted; refuse a second process on it.
-
-    The operating system drops the lock when its process dies, so a killed run never blocks the next.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
-        yield
-        return
-    path = out_dir / f".{stem}.lock"
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DemsegError(f"scene {stem} is being predicted into {out_dir} by another process") from None
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-
 def remove_stale_partials(paths: dict[str, Path]) -> None:
     """Delete the temporary files a killed earlier run of this scene left (hidden ``.partial`` names)."""
     out_dir = next(iter(paths.values())).parent
     stem = paths["done"].name[:-len("_done.json")]
-    stale = [out_dir.glob(f".{path.stem}.*.partial*") for path in paths.values()]
-    stale.append(out_dir.glob(f".{stem}.scratch.*.partial"))
+    stale = [out_dir.glob(f".{safe_name(path.stem)}.*.partial*") for path in paths.values()]
+    stale.append(out_dir.glob(f".{safe_name(stem)}.scratch.*.partial"))
     for leftover in (item for found in stale for item in found):
         with contextlib.suppress(OSError):
             if leftover.is_dir():
@@ -169,8 +121,7 @@ def remove_stale_partials(paths: dict[str, Path]) -> None:
                 leftover.unlink()
 
 
-def scene_settings(loaded: LoadedRun, source: DemInput, overlap: float, tta: bool, min_area_m2: float,
-                   simplify_m: float | None, regularise: bool) -> dict:
+def scene_settings(loaded: LoadedRun, source: DemInput, config: PredictConfig) -> dict:
     """What decides a scene's outputs: a done record made with other settings does not count."""
     def stamp(path: Path | None) -> dict | None:
         if path is None:
@@ -179,87 +130,78 @@ def scene_settings(loaded: LoadedRun, source: DemInput, overlap: float, tta: boo
         return {"path": str(Path(path).resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
     return {"run": loaded.digest, "dem": stamp(source.dem), "dtm": stamp(source.dtm), "band": source.band,
-            "crs": source.crs, "nodata": source.nodata, "overlap": overlap, "tta": tta,
-            "min_area_m2": min_area_m2, "simplify_m": simplify_m, "regularise": regularise}
+            "crs": source.crs, "nodata": source.nodata, **config.output_settings()}
 
 
-def _write_outputs(loaded: LoadedRun, source: DemInput, grid, paths: dict[str, Path], overlap: float, tta: bool,
-                   batch_size: int, progress: bool, min_area_m2: float, simplify_m: float | None, regularise: bool,
-                   block_rows: int | None, halo_px: int, timer: StageTimer) -> tuple[int, dict]:
+def _write_outputs(loaded: LoadedRun, source: DemInput, grid, paths: dict[str, Path], config: PredictConfig,
+                   progress: bool, timer: StageTimer) -> tuple[int, dict]:
     """Write mask, probability, vectors and preview under temporary names; rename them all only at the end."""
-    config = loaded.config
-    tags = {"demseg_task": config.task, "demseg_run": loaded.source, "demseg_run_sha256": loaded.digest,
-            "demseg_recipe": config.recipe}
+    run_config = loaded.config
+    tags = {"demseg_task": run_config.task, "demseg_run": loaded.source, "demseg_run_sha256": loaded.digest,
+            "demseg_recipe": run_config.recipe}
     with contextlib.ExitStack() as stack:
         temporary = {name: stack.enter_context(atomic_path(path)) for name, path in paths.items() if name != "done"}
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
-            prefix=f".{source.name}.scratch.", suffix=".partial", dir=paths["done"].parent)))
+            prefix=f".{safe_name(source.name)}.scratch.", suffix=".partial", dir=paths["done"].parent)))
         raw_mask, raw_prob = scratch / "mask.tif", scratch / "prob.tif"
-        valid_pixels = predict_rasters(loaded.model, config, source, grid, raw_mask, raw_prob, overlap, tta,
-                                       batch_size, progress, timer, tags)
+        valid_pixels = predict_rasters(loaded.model, run_config, source, grid, raw_mask, raw_prob, config.overlap,
+                                       config.tta, config.batch_size, progress, timer, tags)
+        if valid_pixels == 0:
+            raise DemsegError(f"the DEM has no valid elevation (all nodata): {source.dem}")
         with timer("cog"):
             for name, raw, resampling in (("mask", raw_mask, "nearest"), ("prob", raw_prob, "average")):
                 try:
                     write_cog(raw, temporary[name], resampling)
                 except (OSError, RasterioError) as exc:
                     raise DemsegError(f"could not write {paths[name]}: {str(exc).splitlines()[0]}") from exc
-        layers = vectorise_mask(temporary["mask"], config.task, temporary["prob"], source, min_area_m2,
-                                simplify_m, regularise, block_rows, halo_px, timer)
+        layers = vectorise_mask(temporary["mask"], run_config.task, temporary["prob"], source, config, timer)
         with timer("vectors"):
             write_gpkg(temporary["vectors"], layers, grid.crs)
         with timer("preview"):
-            write_preview(temporary["preview"], source, temporary["mask"], config.task)
+            write_preview(temporary["preview"], source, temporary["mask"], run_config.task)
     return valid_pixels, layers
 
 
 def predict_scene(run, dem_path: str | os.PathLike | DemInput, out_dir: str | os.PathLike,
-                  dtm_path: str | os.PathLike | None = None, overlap: float = 0.25, tta: bool = False,
-                  batch_size: int = 8, block_rows: int | None = None, progress: bool = True,
-                  min_area_m2: float = DEFAULT_MIN_AREA_M2, simplify_m: float | None = None,
-                  regularise: bool = False, allow_resolution_mismatch: bool = False,
-                  halo_px: int = DEFAULT_HALO_PX, timer: StageTimer | None = None) -> dict[str, Path]:
+                  config: PredictConfig | None = None, dtm_path: str | os.PathLike | None = None,
+                  progress: bool = True, timer: StageTimer | None = None) -> dict[str, Path]:
     """Segment a whole DEM with a trained run; returns the paths of its outputs in ``out_dir``.
 
     ``run`` is a run folder, a (model, TrainConfig) pair or a :class:`LoadedRun`. Outputs, all on
     the DEM's grid and CRS: ``<stem>_mask.tif`` (COG, uint8: 1 target, 0 other, 255 nodata),
     ``<stem>_prob.tif`` (COG, uint8 target probability in percent 0-100, 255 nodata),
     ``<stem>_vectors.gpkg``, ``<stem>_preview.png`` and ``<stem>_done.json`` (written last).
-    ``block_rows`` is the height of the vectorising blocks (default: about 4 Mpx per block).
     """
+    config = config or PredictConfig()
     loaded = resolve_run(run)
-    config = loaded.config
     source = as_input(dem_path, dtm_path)
-    if batch_size <= 0:
-        raise DemsegError(f"batch size must be positive, got {batch_size}")
-    window_stride(config.tile_size_px, overlap)
+    window_stride(loaded.config.tile_size_px, config.overlap)
     grid = source.grid()
-    mismatch = check_resolution(grid.pixel_size_m, config, allow_resolution_mismatch)
+    mismatch = check_resolution(grid.pixel_size_m, loaded.config, config.allow_resolution_mismatch)
     crs_text = grid.crs.to_string()
     crs_differs = bool(loaded.training_crs) and crs_text not in loaded.training_crs
     if crs_differs:
         logger.info("%s is in %s, the run was trained on %s (models are CRS-agnostic)", source.dem, crs_text,
                     ", ".join(loaded.training_crs))
-    out_dir = prepare_out_dir(out_dir)
+    out_dir = make_dir(out_dir)
     paths = output_paths(out_dir, source.name)
     timer = timer or StageTimer()
-    with scene_lock(out_dir, source.name):
+    with folder_lock(out_dir, safe_name(source.name)):
         remove_stale_partials(paths)
         paths["done"].unlink(missing_ok=True)  # until the new outputs are complete
         # GDAL's block cache defaults to 5 % of RAM and would grow with the scene: cap it
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-            valid_pixels, layers = _write_outputs(loaded, source, grid, paths, overlap, tta, batch_size, progress,
-                                                  min_area_m2, simplify_m, regularise, block_rows, halo_px, timer)
-        settings = scene_settings(loaded, source, overlap, tta, min_area_m2, simplify_m, regularise)
-        record = {"task": config.task, "run": loaded.source, "crs": crs_text, "training_crs": loaded.training_crs,
-                  "crs_differs_from_training": crs_differs, "pixel_size_m": grid.pixel_size_m,
-                  "training_pixel_size_m": config.pixel_size_m, "resolution_warning": mismatch,
-                  "width_px": grid.width, "height_px": grid.height,
+            valid_pixels, layers = _write_outputs(loaded, source, grid, paths, config, progress, timer)
+        record = {"task": loaded.config.task, "run": loaded.source, "crs": crs_text,
+                  "training_crs": loaded.training_crs, "crs_differs_from_training": crs_differs,
+                  "pixel_size_m": grid.pixel_size_m, "training_pixel_size_m": loaded.config.pixel_size_m,
+                  "resolution_warning": mismatch, "width_px": grid.width, "height_px": grid.height,
                   "area_km2": grid.width * grid.height * grid.pixel_size_m ** 2 / 1e6,
                   "valid_pixels": valid_pixels, "features": {name: len(layer) for name, layer in layers.items()},
                   "encoding": {"mask": "uint8: 1 target, 0 other, 255 nodata",
                                "prob": "uint8: target probability in percent (0-100), 255 nodata"},
                   "seconds": dict(timer.seconds)}
-        write_done(paths, settings, record)
+        write_done(paths, scene_settings(loaded, source, config), record)
     return paths
 
 

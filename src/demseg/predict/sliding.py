@@ -29,14 +29,15 @@ from rasterio.windows import Window
 from torch import nn
 from tqdm import tqdm
 
+from demseg.data.augment import NUM_VIEWS, dihedral, dihedral_inverse
 from demseg.data.normalise import normalise_tile
+from demseg.data.scene import IGNORE
 from demseg.errors import DemsegError
 from demseg.io.raster import GridSpec, open_grid, read_dem
 from demseg.models.upernet import MaeUperNet
-from demseg.train.augment import NUM_VIEWS, dihedral, dihedral_inverse
 from demseg.train.config import TrainConfig
 
-NODATA = 255  # mask and probability rasters: no elevation, no prediction
+NODATA = IGNORE  # mask and probability rasters: 255, no elevation, no prediction
 WEIGHT_FLOOR = 0.01  # smallest blending weight (window edges, scene borders)
 RAW_BLOCK_ROWS = 16  # strips of the temporary GeoTIFFs that row blocks are written into
 

@@ -36,10 +36,9 @@ from skimage.morphology import skeletonize
 
 from demseg.io.raster import GridSpec
 from demseg.io.vector import VectorLayer
+from demseg.predict.config import PredictConfig
 from demseg.predict.sliding import NODATA, DemInput, StageTimer
 
-DEFAULT_MIN_AREA_M2 = 10.0
-DEFAULT_HALO_PX = 128
 REGULARISE_MIN_FILL = 0.85  # a polygon filling this much of its minimum rotated rectangle becomes it
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 _OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -336,23 +335,24 @@ def _objects(geometries: list) -> np.ndarray:
 
 
 def vectorise_mask(mask_path: str | os.PathLike, task: str, prob_path: str | os.PathLike | None = None,
-                   source: DemInput | None = None, min_area_m2: float = DEFAULT_MIN_AREA_M2,
-                   simplify_m: float | None = None, regularise: bool = False, block_rows: int | None = None,
-                   halo_px: int = DEFAULT_HALO_PX, timer: StageTimer | None = None) -> dict[str, VectorLayer]:
-    """Vector layers of a 0/1/255 mask raster, read in blocks of ``block_rows`` rows.
+                   source: DemInput | None = None, config: PredictConfig | None = None,
+                   timer: StageTimer | None = None) -> dict[str, VectorLayer]:
+    """Vector layers of a 0/1/255 mask raster, read in blocks of ``config.block_rows`` rows.
 
     Buildings: layer ``buildings`` (polygons with area_m2, mean_height_m - DEM minus DTM inside
     the polygon when ``source`` has a DTM, else null - and mean_probability). Roads: layers
     ``roads`` (polygons with area_m2, mean_probability) and ``road_centrelines`` (lines with
-    length_m, width_m). ``simplify_m`` defaults to the pixel size; ``regularise`` turns near-
-    rectangular polygons into their minimum rotated rectangle.
+    length_m, width_m). ``config.simplify_m`` defaults to the pixel size; ``config.regularise``
+    turns near-rectangular polygons into their minimum rotated rectangle.
     """
+    config = config or PredictConfig()
+    min_area_m2, regularise, halo_px = config.min_area_m2, config.regularise, config.halo_px
     timer = timer or StageTimer()
     with rasterio.open(mask_path) as mask_src, \
             (rasterio.open(prob_path) if prob_path is not None else contextlib.nullcontext()) as prob_src:
         grid = GridSpec(mask_src.crs, mask_src.transform, mask_src.width, mask_src.height)
-        block_rows = block_rows or default_block_rows(grid.width)
-        simplify_m = grid.pixel_size_m if simplify_m is None else simplify_m
+        block_rows = config.block_rows or default_block_rows(grid.width)
+        simplify_m = grid.pixel_size_m if config.simplify_m is None else config.simplify_m
         heights = task == "buildings" and source is not None and source.dtm is not None
         polygons, lines = PolygonStitcher(), CentrelineStitcher()
         polygon_rows = []

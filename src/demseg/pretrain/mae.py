@@ -10,6 +10,7 @@ run resumed from a checkpoint continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,13 +27,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from transformers import ViTMAEForPreTraining
 
+from demseg.data.augment import dihedral
 from demseg.data.normalise import DEFAULT_RECIPE, recipe_channels
 from demseg.errors import DemsegError
 from demseg.io.atomic import write_text_atomic
-from demseg.models.backbone import init_sincos_position_embeddings, mae_config
+from demseg.io.folders import out_dir
+from demseg.models.precision import resolve_precision
+from demseg.models.vit import init_sincos_position_embeddings, mae_config
 from demseg.models.weights import save_encoder
+from demseg.pretrain.objectives import masked_patch_loss
 from demseg.pretrain.sources import CropPool, build_crop_pool, discover_sources
-from demseg.train.augment import dihedral
 
 CHECKPOINT_FORMAT = "demseg-mae-pretrain/1"
 
@@ -61,7 +65,9 @@ class PretrainConfig(BaseModel):
     min_valid_fraction: float = Field(0.5, ge=0, le=1, description="Crops need this much valid elevation.")
     min_patch_valid_fraction: float = Field(0.5, ge=0, le=1, description="Patches below this are not scored.")
     seed: int = Field(0, ge=0, description="Fixes crops, masks, augmentation and initialisation.")
-    precision: Literal["bf16", "fp32"] = Field("bf16", description="Autocast precision of the forward pass.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="Autocast precision of the forward pass; auto: bf16 on CUDA, else the faster of "
+                            "bf16 and fp32 on this CPU (measured).")
     device: str = Field("cpu", description="cpu or cuda.")
     checkpoint_every: int = Field(200, gt=0, description="Save a resumable checkpoint every N steps.")
 
@@ -72,15 +78,6 @@ class PretrainConfig(BaseModel):
     @property
     def lr(self) -> float:
         return self.base_lr * self.batch_size / 256
-
-
-def resolve_precision(precision: str, device: str = "cpu") -> str:
-    """``auto`` becomes bf16 on CUDA or a CPU with native bf16, else fp32 (emulated bf16 is far slower)."""
-    if precision != "auto":
-        return precision
-    from demseg.train.config import fast_bf16
-
-    return "bf16" if device == "cuda" or fast_bf16() else "fp32"
 
 
 def _distributed() -> tuple[int, int]:
@@ -118,28 +115,6 @@ def lr_factor(step: int, steps: int, warmup_fraction: float) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def masked_patch_loss(model: ViTMAEForPreTraining, pixels: torch.Tensor, valid: torch.Tensor,
-                      noise: torch.Tensor, min_patch_valid_fraction: float,
-                      forward: torch.nn.Module | None = None) -> tuple[torch.Tensor, dict]:
-    """Normalised-pixel MSE over masked patches that are mostly valid, counting valid pixels only.
-
-    ``forward`` is the module to call (a DDP wrapper of ``model`` under torchrun, so that its
-    gradients are all-reduced); ``model`` supplies ``patchify``.
-    """
-    outputs = (forward or model)(pixel_values=pixels, noise=noise)
-    prediction = outputs.logits.float()  # (B, L, p*p*C)
-    target = model.patchify(pixels.float())
-    pixel_valid = model.patchify(valid[:, None].float().expand_as(pixels)).float()
-    count = pixel_valid.sum(-1).clamp(min=1.0)
-    mean = (target * pixel_valid).sum(-1, keepdim=True) / count[..., None]
-    var = (((target - mean) ** 2) * pixel_valid).sum(-1, keepdim=True) / count[..., None]
-    target = (target - mean) / (var + 1e-6).sqrt()
-    per_patch = (((prediction - target) ** 2) * pixel_valid).sum(-1) / count
-    scored = outputs.mask * (pixel_valid.mean(-1) >= min_patch_valid_fraction).float()
-    loss = (per_patch * scored).sum() / scored.sum().clamp(min=1.0)
-    return loss, {"outputs": outputs, "mean": mean, "var": var, "scored": scored}
 
 
 def _batch(pool: CropPool, config: PretrainConfig, step: int, rank: int, world: int, num_patches: int,
@@ -235,14 +210,19 @@ def pretrain(sources: list[str | Path], config: PretrainConfig, out: str | Path,
 
     ``stop_after`` ends the run early after that many steps of this invocation (to test resuming).
     """
-    from tqdm.auto import tqdm
-
     out = Path(out)
     rank, world = _distributed()
     if config.batch_size % world:
         raise DemsegError(f"batch size {config.batch_size} does not split over {world} processes")
-    if rank == 0:
-        _prepare_out(out, resume, overwrite)
+    config = config.model_copy(update={"precision": resolve_precision(config.precision, config.device)})
+    with _open_out(out, resume, overwrite) if rank == 0 else contextlib.nullcontext():
+        return _pretrain(sources, config, out, resume, progress, stop_after, rank, world)
+
+
+def _pretrain(sources, config: PretrainConfig, out: Path, resume: bool, progress: bool, stop_after: int | None,
+              rank: int, world: int) -> dict:
+    from tqdm.auto import tqdm
+
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DemsegError("--device cuda asked but no CUDA device is available")
@@ -299,22 +279,21 @@ def pretrain(sources: list[str | Path], config: PretrainConfig, out: str | Path,
     return summary
 
 
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if not (out / "last").exists():
-            raise DemsegError(f"nothing to resume: {out} holds no checkpoint")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise DemsegError(f"output folder exists: {out} (pass --resume to continue it or --overwrite)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+def _open_out(out: Path, resume: bool, overwrite: bool):
+    """The locked output folder: resumed as it is, or refused/cleared like every demseg output folder."""
+    if resume and not (out / "last").exists():
+        raise DemsegError(f"nothing to resume: {out} holds no checkpoint")
+    return out_dir(out, overwrite=overwrite, finished=_holds_checkpoint, keep=resume)
+
+
+def _holds_checkpoint(folder: Path) -> bool:
+    return (folder / "last").exists() or (folder / "encoder.safetensors").exists()
 
 
 def _write_reports(out: Path, model, pool: CropPool, config: PretrainConfig, losses: list[float], sources,
                    skipped: list[str], summary: dict) -> None:
+    from demseg.io.provenance import file_sha256, package_versions
     from demseg.pretrain.report import plot_loss, reconstruction_preview
-    from demseg.train.manifest import file_sha256, package_versions
 
     write_text_atomic(out / "loss.csv", "step,loss\n" + "".join(f"{i + 1},{v:.6f}\n" for i, v in enumerate(losses)))
     plot_loss(losses, out / "loss.png")

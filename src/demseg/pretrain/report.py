@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from demseg.io.atomic import atomic_path
+from demseg.pretrain.objectives import masked_patch_loss
 
 
 def plot_loss(losses: list[float], path: Path) -> Path:
@@ -43,7 +44,6 @@ def reconstruction_preview(model, pool, config, path: Path, count: int = 4) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from demseg.pretrain.mae import masked_patch_loss
 
     model.eval()
     count = min(count, len(pool))

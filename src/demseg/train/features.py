@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from demseg.train.augment import NUM_VIEWS, dihedral
+from demseg.data.augment import NUM_VIEWS, dihedral
 
 
 @dataclass

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -17,14 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from demseg.data.augment import dihedral
+from demseg.data.scene import IGNORE
 from demseg.errors import DemsegError
-from demseg.evaluate.metrics import SegmentationScorer
-from demseg.train.augment import dihedral
+from demseg.models.registry import uses_backbone
 from demseg.train.config import TrainConfig
 from demseg.train.features import FeatureCache, encode_views
 from demseg.train.tiles import TileArrays
 
-IGNORE = 255
 CACHE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -38,7 +40,18 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
-    cache_seconds: float = 0.0
+
+
+class Scorer(Protocol):
+    """Accumulates 0/1 predictions against 0/1/255 targets tile by tile; ``scores()`` has at least "iou"."""
+
+    def add(self, prediction: np.ndarray, target: np.ndarray) -> None: ...
+
+    def scores(self) -> dict[str, float]: ...
+
+
+# (task, pixel size in metres) -> a fresh scorer; demseg.evaluate.metrics.SegmentationScorer is one
+ScorerFactory = Callable[[str, float], Scorer]
 
 
 def class_weights(targets: np.ndarray) -> torch.Tensor:
@@ -83,8 +96,8 @@ def _autocast(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
-def _score(predictions: list[np.ndarray], targets: np.ndarray, task: str, pixel_size_m: float) -> dict[str, float]:
-    scorer = SegmentationScorer(task, pixel_size_m=pixel_size_m)
+def score_predictions(scorer: Scorer, predictions: list[np.ndarray], targets: np.ndarray) -> dict[str, float]:
+    """Feed every (prediction, target) pair to ``scorer`` and return its scores."""
     for prediction, target in zip(predictions, targets, strict=True):
         scorer.add(prediction, target)
     return scorer.scores()
@@ -116,24 +129,25 @@ def predict_images(model: nn.Module, inputs: np.ndarray, amp: bool, batch_size: 
     return out
 
 
-def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArrays,
+def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArrays, scorer: ScorerFactory,
         train_cache: FeatureCache | None = None, val_cache: FeatureCache | None = None,
         progress: bool = True) -> FitResult:
     """Train ``model`` (an MaeUperNet's head, or a UNet) and return its best-IoU state.
 
-    For ``mae-upernet`` with ``config.cached`` the backbone runs once per (tile, view) to fill a
-    feature cache (pass prebuilt caches to share them between runs); otherwise every step runs it.
+    ``scorer`` makes the validation scorer (``scorer(task, pixel_size_m)``); the state with the best
+    validation IoU is kept. For backbone models with ``config.cached`` the backbone runs once per
+    (tile, view) to fill a feature cache (pass prebuilt caches to share them between runs);
+    otherwise every step runs it.
     """
-    if config.iters <= 0:
-        raise DemsegError("--iters must be positive")
+    if config.pixel_size_m is None:
+        raise DemsegError("the training config has no pixel size: set it from the data before fitting")
     if len(train) == 0 or len(val) == 0:
         raise DemsegError(f"need training and validation tiles, got {len(train)} and {len(val)}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     weights = class_weights(train.targets)
     size = tuple(train.targets.shape[-2:])
-    pixel_size_m = config.pixel_size_m or 1.0
-    is_mae = config.model == "mae-upernet"
+    is_mae = uses_backbone(config.model)
     trainable = model.head if is_mae else model
     cache_seconds = 0.0
     if is_mae and config.cached:
@@ -155,7 +169,7 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
         else:
             predictions = predict_images(model, val.inputs, config.use_amp())
         trainable.train()
-        return _score(predictions, val.targets, config.task, pixel_size_m)
+        return score_predictions(scorer(config.task, config.pixel_size_m), predictions, val.targets)
 
     best = FitResult({}, -1, {"iou": -1.0})
     started = time.perf_counter()
@@ -191,6 +205,5 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_iou=f"{scores['iou']:.3f}",
                             best=f"{best.best_scores['iou']:.3f}")
     best.train_seconds = time.perf_counter() - started + cache_seconds
-    best.cache_seconds = cache_seconds
     trainable.load_state_dict(best.best_state)
     return best

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import json
-import platform
 import sys
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from demseg.data.spec import DatasetSpec
-from demseg.data.tiles import file_sha256
 from demseg.io.atomic import write_text_atomic
-
-PACKAGES = ("demseg", "torch", "transformers", "numpy", "rasterio", "shapely", "pyproj", "safetensors")
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages a result depends on."""
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+from demseg.io.provenance import file_sha256, package_versions
 
 
 def spec_file_hashes(spec: DatasetSpec) -> dict[str, str]:

@@ -23,10 +23,6 @@ class TileArrays:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def target_pixel_counts(self) -> tuple[int, int]:
-        """(background, target) pixel counts over labelled pixels."""
-        return int((self.targets == 0).sum()), int((self.targets == 1).sum())
-
 
 def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, recipe: str) -> TileArrays:
     """Normalise every tile with ``recipe`` and cut its target for ``task`` (nodata -> ignore)."""

@@ -22,8 +22,3 @@ def dihedral_inverse(x: torch.Tensor, view: int) -> torch.Tensor:
     if view >= 4:
         x = torch.flip(x, dims=(-1,))
     return x
-
-
-def dihedral_batch(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-    """Apply a per-sample view to a batch (N, ..., H, W)."""
-    return torch.stack([dihedral(sample, int(view)) for sample, view in zip(x, views, strict=True)])

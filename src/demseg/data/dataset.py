@@ -1,0 +1,56 @@
+"""A spec loaded and split: the one function every stage uses to get scenes, tiles and the validation region.
+
+``train``, ``experiment``, ``evaluate`` and ``probe`` call :func:`load_split`; its validation region
+depends on the spec and the :class:`SplitConfig` (tile size, ``val_tiles``, split seed, valid and
+training fractions) only, never on the training budget, the model or the training seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from demseg.data.scene import Scene, load_scenes
+from demseg.data.spec import DatasetSpec, load_spec
+from demseg.data.tiles import SplitConfig, Tile, make_tiles, split_tiles
+from demseg.errors import DemsegError
+
+
+@dataclass
+class SplitData:
+    """A spec's loaded scenes and its tiles, each assigned to train, val, buffer or unused."""
+
+    spec: DatasetSpec
+    scenes: dict[str, Scene]
+    tiles: list[Tile]
+
+    def pixel_size_m(self) -> float:
+        """The dataset's pixel size (see :func:`dataset_pixel_size_m`)."""
+        return dataset_pixel_size_m(self.scenes.values())
+
+    def ids(self, split: str) -> list[str]:
+        """Ids of the tiles of one split, sorted."""
+        return sorted(t.id for t in self.tiles if t.split == split)
+
+
+def dataset_pixel_size_m(scenes) -> float:
+    """The pixel size of a set of scenes: the median of the scenes' pixel sizes (the one rule in demseg)."""
+    sizes = sorted(scene.grid.pixel_size_m for scene in scenes)
+    if not sizes:
+        raise DemsegError("no scene to take a pixel size from")
+    return sizes[len(sizes) // 2]
+
+
+def load_split(spec_path: str | os.PathLike | DatasetSpec, tasks: list[str], split: SplitConfig,
+               progress: bool = True) -> SplitData:
+    """Load a spec's scenes, cut tiles and assign the spatial split (see :func:`split_tiles`)."""
+    spec = spec_path if isinstance(spec_path, DatasetSpec) else load_spec(Path(spec_path))
+    missing = [task for task in tasks if task not in spec.tasks()]
+    if missing:
+        raise DemsegError(f"no scene of {spec_path} has labels for {', '.join(missing)}")
+    scenes = {scene.id: scene for scene in load_scenes(spec, tasks, progress=progress)}
+    tiles = make_tiles(list(scenes.values()), split.tile_size_px, split.min_valid_fraction)
+    tiles = split_tiles(tiles, {s.id: s.split for s in spec.scenes}, val_tiles=split.val_tiles,
+                        min_train_fraction=split.min_train_fraction, seed=split.split_seed)
+    return SplitData(spec, scenes, tiles)

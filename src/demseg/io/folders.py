@@ -1,0 +1,112 @@
+"""Output folders: the one helper that creates, refuses, clears or reuses them, and a lock per folder.
+
+Every command that writes a folder (train, experiment, pretrain, predict, rasterize) goes through
+:func:`out_dir`, so the rules are the same everywhere: a path that is a file is refused;
+a folder that holds finished work is refused unless ``overwrite`` (or resumed by the caller); a
+folder that holds nothing finished (a failed earlier run) is reused; a folder that cannot be
+created or written (read-only parent, full disk) is one clear error. :func:`folder_lock` stops
+two processes from writing one folder at once; the OS drops the lock when its process dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from demseg.errors import DemsegError
+
+
+def os_error_message(exc: OSError, what: str) -> str:
+    """One line naming what failed and why, with a plain sentence for a full disk."""
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device writing {what}"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied writing {what}"
+    return f"could not write {what}: {exc.strerror or exc}"
+
+
+MARKER = ".demseg-output"  # written into every folder demseg creates: its leftovers may be cleared
+
+
+def _holds_anything(folder: Path) -> bool:
+    return any(not entry.name.startswith(".demseg") for entry in folder.iterdir())
+
+
+def _made_by_demseg(folder: Path) -> bool:
+    return (folder / MARKER).exists()
+
+
+def make_dir(out: str | os.PathLike) -> Path:
+    """Create ``out`` (and its parents) and check it is writable; returns it as a Path."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DemsegError(f"output path exists and is not a folder: {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".demseg-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DemsegError(os_error_message(exc, f"the output folder {out}")) from exc
+    return out
+
+
+@contextlib.contextmanager
+def out_dir(out: str | os.PathLike, overwrite: bool = False, finished: Callable[[Path], bool] | None = None,
+            keep: bool = False) -> Iterator[Path]:
+    """Create and lock an output folder for the duration of the block; yields it as a Path.
+
+    With ``keep`` an existing folder is used as it is (predict keeps finished scenes; experiments
+    and pre-training resume). Otherwise a non-empty folder is cleared when ``overwrite`` is set, or
+    when demseg made it and ``finished(out)`` says it holds no finished work (a failed earlier
+    run); it is refused otherwise, so a user's own files are never removed without --overwrite.
+    The lock is taken before anything is cleared: two processes never write one folder at once.
+    """
+    out = make_dir(out)
+    with folder_lock(out):
+        if not keep and _holds_anything(out):
+            reusable = _made_by_demseg(out) and finished is not None and not finished(out)
+            if not (overwrite or reusable):
+                raise DemsegError(f"output folder exists: {out} (pass --overwrite to replace it)")
+            _clear(out)
+        (out / MARKER).touch()
+        yield out
+
+
+def _clear(out: Path) -> None:
+    try:
+        for entry in out.iterdir():
+            if entry.name.startswith(".demseg"):
+                continue  # the lock file (the lock itself decides) and the marker
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    except OSError as exc:
+        raise DemsegError(f"cannot clear the output folder {out}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, name: str = "demseg") -> Iterator[None]:
+    """Hold ``.<name>.lock`` in ``folder`` while writing it; a second process gets one clear error."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    path = Path(folder) / f".{name}.lock"
+    try:
+        handle = open(path, "a")
+    except OSError as exc:
+        raise DemsegError(os_error_message(exc, f"the lock file {path}")) from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DemsegError(f"{folder} is being written by another demseg process ({path.name} is locked)") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()

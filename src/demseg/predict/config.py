@@ -1,0 +1,42 @@
+"""How whole scenes are predicted: every option of ``demseg predict`` once, with its default and help.
+
+:func:`demseg.predict.predict_scene` and :func:`demseg.predict.predict_many` take one
+:class:`PredictConfig`; Dask workers receive it whole. The CLI reads its defaults and help texts
+from these fields.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# what decides the content of a scene's outputs: a done record made with other values does not count
+OUTPUT_FIELDS = ("overlap", "tta", "min_area_m2", "simplify_m", "regularise")
+
+
+class PredictConfig(BaseModel):
+    """Options of whole-scene prediction (sliding windows, vectorising, scale-out)."""
+
+    model_config = ConfigDict(extra="forbid")
+    overlap: float = Field(0.25, ge=0, lt=1, description="Window overlap, 0 to below 1; overlapping windows are "
+                                                         "blended with a Hann weight.")
+    tta: bool = Field(False, description="Average the 8 flips and rotations of every window (8x slower).")
+    batch_size: int = Field(8, gt=0, description="Windows per forward pass.")
+    block_rows: int | None = Field(None, gt=0, description="Rows per vectorising block (default: ~4 Mpx blocks).")
+    halo_px: int = Field(128, ge=0, description="Rows of context above and below a block when "
+                                                            "tracing road centrelines (wider than any road).")
+    min_area_m2: float = Field(10.0, ge=0, description="Drop polygons smaller than this (m²).")
+    simplify_m: float | None = Field(None, ge=0, description="Simplification tolerance in metres (default: the "
+                                                             "pixel size; 0: none).")
+    regularise: bool = Field(False, description="Polygons filling >= 85% of their minimum rotated rectangle "
+                                                "become that rectangle.")
+    allow_resolution_mismatch: bool = Field(False, description="Predict DEMs whose pixel size is more than 10% "
+                                                               "off the run's (default: refuse).")
+    workers: int = Field(1, ge=1, description="Scenes in parallel on a local Dask cluster of N processes "
+                                              "(1: no Dask).")
+    scheduler: str | None = Field(None, description="Address of an existing Dask scheduler, e.g. "
+                                                    "tcp://10.0.0.5:8786.")
+    scheduler_timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for the Dask scheduler to answer.")
+
+    def output_settings(self) -> dict:
+        """The options that decide what a scene's outputs contain."""
+        return {name: getattr(self, name) for name in OUTPUT_FIELDS}
