@@ -10,7 +10,7 @@ import argparse
 import torch
 from common import matmul_gflops, save, timed
 
-from demseg.models.backbone import build_backbone
+from demseg.models import ModelConfig, build_encoder, resolve_precision
 
 
 def vit_forward_gflop(width: int, depth: int, tokens: int = 197, mlp_ratio: int = 4) -> float:
@@ -33,7 +33,7 @@ def main() -> None:
     x = torch.randn(8, 2, 224, 224)
     for arch in args.archs.split(","):
         for dtype in ("fp32", "bf16"):
-            backbone = build_backbone(arch, "random", 2, dtype=dtype)
+            backbone = build_encoder(ModelConfig(arch=arch, backbone_weights="random", backbone_dtype=dtype))
             seconds = timed(lambda b=backbone: b(x), repeats=2 if arch == "base" or dtype == "bf16" else 3)
             gflop = 8 * vit_forward_gflop(widths[arch], 12)
             rows.append({"arch": arch, "dtype": dtype, "images_per_s": 8 / seconds, "gflop_per_s": gflop / seconds,
@@ -43,7 +43,8 @@ def main() -> None:
     lines += [f"| {r['arch']} | {r['dtype']} | {r['images_per_s']:.2f} | {r['gflop_per_s']:.1f} | "
               f"{100 * r['share_of_matmul_peak']:.0f} % |" for r in rows]
     lines.append(f"\nmeasured 1024x1024 matmul: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s "
-                 f"({args.threads} threads; bf16 is emulated on CPUs without AVX512-BF16/AMX)")
+                 f"({args.threads} threads); auto picks {resolve_precision('auto')} here (measured, see "
+                 "demseg.models.precision)")
     save("backbone_throughput", {"rows": rows, "matmul_peak_gflops": peaks}, "\n".join(lines))
 
 

@@ -15,10 +15,13 @@ import numpy as np
 import torch
 from common import peak_rss_mb, save
 
+from demseg.data.dataset import load_split
+from demseg.evaluate.metrics import SegmentationScorer
+from demseg.models import build
 from demseg.train.config import TrainConfig
 from demseg.train.features import encode_views
 from demseg.train.loop import fit
-from demseg.train.run import build_model, prepare_data, run_arrays
+from demseg.train.run import run_arrays
 
 
 def main() -> None:
@@ -34,15 +37,15 @@ def main() -> None:
     torch.set_num_threads(2)
     config = TrainConfig(arch=args.arch, backbone_weights=args.weights, train_tiles=args.train_tiles, iters=args.iters,
                          val_every=max(1, args.iters // 4), head_width=64, neck_width=64, lr=2e-3)
-    data = prepare_data(args.world, ["buildings"], 224, 50, args.train_tiles, 0, progress=False)
-    config = config.model_copy(update={"pixel_size_m": 0.5})
+    data = load_split(args.world, ["buildings"], config.split_config(), progress=False)
+    config = config.model_copy(update={"pixel_size_m": data.pixel_size_m()})
     _, _, train, val = run_arrays(data, config)
     results = {}
     for cached in (True, False):
         run_config = config.model_copy(update={"cached": cached})
-        model = build_model(run_config, train.inputs.shape[1])
+        model = build(run_config)
         start = time.perf_counter()
-        result = fit(run_config, model, train, val, progress=False)
+        result = fit(run_config, model, train, val, SegmentationScorer, progress=False)
         results["cached" if cached else "uncached"] = {"seconds": time.perf_counter() - start,
                                                        "iou": result.best_scores["iou"],
                                                        "best_iter": result.best_iter}
@@ -65,7 +68,7 @@ def main() -> None:
 
 def _memory(args, config, train, lines, payload):
     """Fill a cache of ``--memory-tiles`` random tiles (content does not change its size) and read peak RSS."""
-    model = build_model(config, train.inputs.shape[1])
+    model = build(config)
     before = peak_rss_mb()
     inputs = np.random.default_rng(0).normal(size=(args.memory_tiles, train.inputs.shape[1], 224, 224)).astype(
         np.float32)

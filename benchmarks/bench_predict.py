@@ -77,13 +77,14 @@ def write_synthetic_dem(folder: Path, size_px: int, scenes: int = 8, seed: int =
 def train_smoke_run(folder: Path) -> Path:
     """A tiny UNet run (64 px tiles, a few iterations) for smoke tests when no --run is given."""
     from demseg.data.synth import generate_world
+    from demseg.evaluate.metrics import SegmentationScorer
     from demseg.train.config import TrainConfig
     from demseg.train.run import train_run
 
     spec = generate_world(folder / "world", scenes=3, size_px=256, seed=0, progress=False)
     config = TrainConfig(task="buildings", model="unet", unet_width=8, tile_size_px=64, train_tiles=8, val_tiles=4,
                          iters=30, val_every=10, amp="off", min_valid_fraction=0.5)
-    train_run(spec, config, folder / "run", overwrite=True, progress=False)
+    train_run(spec, config, folder / "run", SegmentationScorer, overwrite=True, progress=False)
     return folder / "run"
 
 
@@ -139,7 +140,7 @@ def main() -> None:
     parser.add_argument("--no-seam-check", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from demseg.predict import predict_scene, resolve_run
+    from demseg.predict import PredictConfig, predict_scene, resolve_run
     from demseg.predict.sliding import DemInput, StageTimer, predict_rasters
 
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as scratch:
@@ -156,8 +157,9 @@ def main() -> None:
         loaded = resolve_run(run)
         timer = StageTimer()
         started = time.perf_counter()
-        paths = predict_scene(loaded, dem_path, Path(scratch) / "out", dtm_path=dtm_path, tta=args.tta,
-                              batch_size=args.batch_size, progress=True, timer=timer)
+        paths = predict_scene(loaded, dem_path, Path(scratch) / "out",
+                              PredictConfig(tta=args.tta, batch_size=args.batch_size), dtm_path=dtm_path,
+                              progress=True, timer=timer)
         seconds = time.perf_counter() - started
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         record = json.loads(paths["done"].read_text())

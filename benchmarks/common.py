@@ -15,15 +15,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    cpu = "unknown"
+    from demseg.models.precision import cpu_name, resolve_precision
+
+    flags = set()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
     except (OSError, StopIteration):
         pass
-    from demseg.train.config import fast_bf16
-
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "native_bf16": fast_bf16(), "torch": torch.__version__,
-            "python": platform.python_version()}
+    return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": "amx_bf16" in flags, "auto_precision": resolve_precision("auto"),
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
 def timed(fn, repeats: int = 3, warmup: int = 1) -> float:

@@ -158,7 +158,7 @@ def test_bf16_features_agree_with_fp32():
 def test_backbone_is_frozen_and_runs_in_inference_mode():
     backbone = MaeBackbone(small_encoder(), tap_blocks=(3,))
     seen = []
-    backbone.encoder.register_forward_hook(lambda *_: seen.append(torch.is_inference_mode_enabled()))
+    backbone.encoder.layers[0].register_forward_hook(lambda *_: seen.append(torch.is_inference_mode_enabled()))
     backbone.train()
     backbone(torch.randn(1, 1, IMAGE_PX, IMAGE_PX))
     assert seen == [True]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -300,16 +303,6 @@ def test_nodata_in_is_nodata_out(tmp_path):
         np.testing.assert_array_equal(values == NODATA, expected)
 
 
-def test_all_nodata_scene_gives_empty_outputs(tmp_path):
-    dem = write_raster(tmp_path / "empty.tif", np.full((90, 100), -9999.0, np.float32), pixel_size_m=PIXEL_M)
-    paths = predict_scene((ReliefModel(), config_for("roads")), dem, tmp_path / "out", progress=False)
-    mask, _ = read_band(paths["mask"])
-    assert (mask == NODATA).all()
-    for name in ("roads", "road_centrelines"):
-        assert len(read_vector(paths["vectors"], layer=name)) == 0
-    assert json.loads(paths["done"].read_text())["features"] == {"roads": 0, "road_centrelines": 0}
-
-
 def test_scene_smaller_than_a_window_is_padded_and_cropped(tmp_path):
     dem = flat_dem(tmp_path / "small.tif", 40, 50)
     paths = predict_scene((ConstantModel(2.0), config_for()), dem, tmp_path / "out", progress=False)
@@ -362,6 +355,51 @@ def test_two_scenes_on_a_dask_cluster_match_the_single_process_run(run_dir, worl
         a, _ = read_band(single[stem]["mask"])
         b, _ = read_band(distributed[stem]["mask"])
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture
+def external_cluster(tmp_path):
+    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, torn down after the test."""
+    dask = Path(sys.executable).with_name("dask")
+    if not dask.exists():
+        pytest.skip("the dask command line is not installed in this environment")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    logs = open(tmp_path / "cluster.log", "w")
+    processes = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                   "--no-dashboard"], stdout=logs, stderr=logs)]
+    try:
+        for _ in range(2):
+            processes.append(subprocess.Popen([str(dask), "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                               "--no-dashboard", "--memory-limit", "2GiB"], stdout=logs, stderr=logs))
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        logs.close()
+
+
+def test_two_scenes_on_an_external_dask_cluster_match_the_single_process_run(run_dir, world, tmp_path,
+                                                                             external_cluster):
+    dems = [scene(world, i) / "dem.tif" for i in (0, 1)]
+    single = predict_many(run_dir, dems, tmp_path / "single", progress=False)
+    remote = predict_many(run_dir, dems, tmp_path / "remote", PredictConfig(scheduler=external_cluster),
+                          progress=False)
+    for stem in single:
+        for name in ("mask", "prob"):
+            np.testing.assert_array_equal(read_band(single[stem][name])[0], read_band(remote[stem][name])[0])
+        assert json.loads(remote[stem]["done"].read_text())["valid_pixels"] > 0
 
 
 def test_rerun_skips_completed_scenes(run_dir, world, tmp_path):

@@ -23,9 +23,10 @@ positive_int = bounded(int, low=0, low_inclusive=False)
 positive_float = bounded(float, low=0, low_inclusive=False)
 name_list = list_of(str)
 
-TRAIN_FIELDS = ["iters", "val_tiles", "arch", "recipe", "head_width", "neck_width", "unet_width", "batch_size", "lr",
-                "val_every", "tile_size_px", "split_seed", "min_train_fraction", "cached", "backbone_dtype",
-                "aux_head", "views", "min_valid_fraction"]
+TRAIN_FIELDS = ["iters", "val_tiles", "arch", "recipe", "head_width", "neck_width", "unet_width", "detail_width",
+                "finetune", "layer_decay", "lp_fraction", "init", "batch_size", "lr", "val_every", "tile_size_px",
+                "split_seed", "min_train_fraction", "cached", "backbone_dtype", "aux_head", "views",
+                "min_valid_fraction"]
 FLAG_NAMES = {"cached": "--no-cache", "tasks": "--task"}
 
 
@@ -197,7 +198,7 @@ def _add_experiment(commands) -> None:
                                         "same command to resume an interrupted experiment.")
     p.add_argument("spec", help="dataset spec (YAML) or folder")
     add_config_flags(p, ExperimentConfig, ["tasks", "models", "backbone_weights", "train_tiles", "seeds",
-                                           "preview_tiles"], FLAG_NAMES)
+                                           "preview_tiles", "score_on"], FLAG_NAMES)
     add_config_flags(p, TrainConfig, TRAIN_FIELDS, FLAG_NAMES)
     p.add_argument("--out", required=True, help="experiment folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -219,6 +220,29 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     rows = run_experiment(args.spec, args.configs(args)["experiment"], args.out, overwrite=args.overwrite,
                           progress=not args.quiet)
     print(format_table(rows))
+    print(f"results: {args.out}/results.csv, {args.out}/summary.md, {args.out}/curves.png")
+    return 0
+
+
+def _add_report(commands) -> None:
+    p = commands.add_parser("report", help="merge several experiment folders into one table and plot",
+                            description="Merge the finished runs of experiment folders (e.g. the same protocol run "
+                                        "with and without --finetune or --init) into results.csv, summary.md "
+                                        "(a table per dataset scored on, differences to a reference model paired by "
+                                        "seed) and curves.png.")
+    p.add_argument("experiments", nargs="+", help="experiment folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--reference", default="unet", help="model label the others are compared with (default unet)")
+    p.add_argument("--title", default="demseg experiments", help="title of summary.md")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from demseg.evaluate.experiment import combine_experiments
+    from demseg.evaluate.report import summary_table
+
+    rows = combine_experiments(args.experiments, args.out, args.title, args.reference)
+    print(summary_table(rows, "iou"))
     print(f"results: {args.out}/results.csv, {args.out}/summary.md, {args.out}/curves.png")
     return 0
 
@@ -250,7 +274,7 @@ def _add_probe(commands) -> None:
                                         "mostly the target class?) on the training tiles of the spatial split and "
                                         "score it on the validation tiles, for each backbone weights given.")
     p.add_argument("spec", help="dataset spec (YAML) or folder with labels")
-    p.add_argument("--backbone-weights", type=name_list, default=["dem-tiny", "random"],
+    p.add_argument("--backbone-weights", dest="compare_weights", type=name_list, default=["dem-tiny", "random"],
                    help="weights to compare, comma-separated (default dem-tiny,random)")
     add_config_flags(p, TrainConfig, ["task", "arch", "recipe", "val_tiles", "split_seed", "min_train_fraction",
                                       "tile_size_px", "backbone_dtype"])
@@ -260,7 +284,7 @@ def _add_probe(commands) -> None:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from demseg.evaluate.probe import linear_probe
 
-    rows = linear_probe(args.spec, args.backbone_weights, args.configs(args)["train"])
+    rows = linear_probe(args.spec, args.compare_weights, args.configs(args)["train"])
     print("| weights | accuracy | balanced accuracy | train patches | val patches |")
     print("|---|---|---|---|---|")
     for row in rows:
@@ -314,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"demseg {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for add in (_add_synth, _add_data, _add_pretrain, _add_train, _add_evaluate, _add_experiment, _add_demo,
-                _add_probe, _add_predict):
+    for add in (_add_synth, _add_data, _add_pretrain, _add_train, _add_evaluate, _add_experiment, _add_report,
+                _add_demo, _add_probe, _add_predict):
         add(commands)
     return parser
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from demseg.data.resample import resample_scene
 from demseg.data.scene import Scene, load_scenes
 from demseg.data.spec import DatasetSpec, load_spec
 from demseg.data.tiles import SplitConfig, Tile, make_tiles, split_tiles
@@ -43,13 +44,19 @@ def dataset_pixel_size_m(scenes) -> float:
 
 
 def load_split(spec_path: str | os.PathLike | DatasetSpec, tasks: list[str], split: SplitConfig,
-               progress: bool = True) -> SplitData:
-    """Load a spec's scenes, cut tiles and assign the spatial split (see :func:`split_tiles`)."""
+               progress: bool = True, pixel_size_m: float | None = None) -> SplitData:
+    """Load a spec's scenes, cut tiles and assign the spatial split (see :func:`split_tiles`).
+
+    With ``pixel_size_m`` every scene is first resampled to that pixel size (see
+    :func:`demseg.data.resample.resample_scene`), e.g. to score a run on data of another resolution.
+    """
     spec = spec_path if isinstance(spec_path, DatasetSpec) else load_spec(Path(spec_path))
     missing = [task for task in tasks if task not in spec.tasks()]
     if missing:
         raise DemsegError(f"no scene of {spec_path} has labels for {', '.join(missing)}")
     scenes = {scene.id: scene for scene in load_scenes(spec, tasks, progress=progress)}
+    if pixel_size_m is not None:
+        scenes = {key: resample_scene(scene, pixel_size_m) for key, scene in scenes.items()}
     tiles = make_tiles(list(scenes.values()), split.tile_size_px, split.min_valid_fraction)
     tiles = split_tiles(tiles, {s.id: s.split for s in spec.scenes}, val_tiles=split.val_tiles,
                         min_train_fraction=split.min_train_fraction, seed=split.split_seed)

@@ -78,13 +78,8 @@ def _slope(elevation: np.ndarray, valid: np.ndarray, pixel_size_m: float, **_) -
 
 def _hillshade(elevation: np.ndarray, valid: np.ndarray, pixel_size_m: float, azimuth_deg: float = 315.0,
                altitude_deg: float = 45.0, **_) -> np.ndarray:
+    """Lambertian illumination in [0, 1] from ``azimuth_deg`` (clockwise from north) at ``altitude_deg``."""
     dz_dx, dz_dy = _gradients(elevation, valid, pixel_size_m)
-    return hillshade_from_gradients(dz_dx, dz_dy, azimuth_deg, altitude_deg)
-
-
-def hillshade_from_gradients(dz_dx: np.ndarray, dz_dy: np.ndarray, azimuth_deg: float = 315.0,
-                             altitude_deg: float = 45.0) -> np.ndarray:
-    """Lambertian hillshade in [0, 1] for gradients along columns (x, east) and rows (y, south)."""
     slope = np.arctan(np.hypot(dz_dx, dz_dy))
     # rows grow southwards, so the northward gradient is -dz_dy
     aspect = np.arctan2(-dz_dx, dz_dy)

@@ -29,8 +29,9 @@ from demseg.io.folders import out_dir
 from demseg.models.registry import build, build_encoder, uses_backbone
 from demseg.train.config import TrainConfig
 from demseg.train.features import FeatureCache, encode_views
-from demseg.train.loop import CACHE_DTYPES, fit, predict_head, predict_images
+from demseg.train.loop import CACHE_DTYPES, fit, predict_cached, predict_images
 from demseg.train.manifest import write_manifest
+from demseg.train.run import apply_init, resolve_init
 from demseg.train.tiles import TileArrays, tile_arrays
 
 
@@ -46,18 +47,27 @@ class ExperimentConfig(BaseModel):
     seeds: int = Field(3, gt=0, description="Seeds per cell (seeds 0..N-1).")
     base: TrainConfig = Field(default_factory=TrainConfig, description="Settings shared by every run.")
     preview_tiles: int = Field(4, ge=0, description="Validation tiles shown in each preview PNG (0: none).")
+    score_on: list[str] = Field([], description="Other dataset specs, comma-separated: every run is also scored on "
+                                                "all their labelled tiles (resampled to the training pixel size).")
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One compared model: a model name and, for backbone models, its weights."""
+    """One compared model: a model name, for backbone models its weights, and the shared variant settings."""
 
     model: str
     weights: str
+    finetune: str = "none"
+    init: str | None = None
 
     @property
     def label(self) -> str:
-        return self.model if self.weights == "-" else f"{self.model}@{Path(self.weights).stem}"
+        label = self.model if self.weights == "-" else f"{self.model}@{Path(self.weights).stem}"
+        if self.finetune != "none" and self.weights != "-":
+            label += f"+ft-{self.finetune}"
+        if self.init:
+            label += f"+init-{Path(self.init).name}"
+        return label
 
 
 def arms_of(config: ExperimentConfig) -> list[Arm]:
@@ -65,7 +75,9 @@ def arms_of(config: ExperimentConfig) -> list[Arm]:
     arms = []
     for model in config.models:
         weights = config.backbone_weights if uses_backbone(model) else ["-"]
-        arms += [Arm(model, w) for w in weights]
+        if config.base.init:
+            weights = weights[:1]  # the backbone comes from the --init run
+        arms += [Arm(model, w, config.base.finetune, config.base.init) for w in weights]
     return arms
 
 
@@ -101,6 +113,7 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
         data = load_split(spec_path, config.tasks, base.split_config(), progress)
         base = base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
         plan = _plan(data, config)
+        score_sets = {task: _score_sets(config, base, task, progress) for task in config.tasks}
         todo = [p for p in plan if not (out / "runs" / p["key"] / "metrics.json").exists()]
         if progress and len(todo) < len(plan):
             print(f"resuming: {len(plan) - len(todo)} of {len(plan)} runs already done")
@@ -111,7 +124,7 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
                 for arm in arms_of(config):
                     runs = [p for p in todo if p["task"] == task and p["arm"] == arm]
                     if runs:
-                        _run_group(data, config, base, task, arm, runs, out, progress)
+                        _run_group(data, config, base, task, arm, runs, out, progress, score_sets[task])
                         bar.update(len(runs))
         rows = collect_results(out)
         _write_outputs(out, rows, config, data, spec_path, time.perf_counter() - started)
@@ -135,6 +148,32 @@ def _plan(data: SplitData, config: ExperimentConfig) -> list[dict]:
 
 
 @dataclass
+class ScoreSet:
+    """All labelled tiles of another dataset, resampled to the training pixel size, as arrays."""
+
+    name: str
+    data: SplitData
+    tiles: list[Tile]
+    arrays: TileArrays
+    cache: FeatureCache | None = None
+
+
+def _score_sets(config: ExperimentConfig, base: TrainConfig, task: str, progress: bool) -> list[ScoreSet]:
+    sets = []
+    for spec in config.score_on:
+        data = load_split(spec, [task], base.split_config(), progress, pixel_size_m=base.pixel_size_m)
+        tiles = sorted((t for t in data.tiles if t.labelled_fraction.get(task, 0.0) >= base.min_labelled_fraction),
+                       key=lambda t: t.id)
+        if not tiles:
+            raise DemsegError(f"--score-on {spec}: no tile labelled for {task}")
+        sets.append(ScoreSet(data.spec.name, data, tiles, tile_arrays(data.scenes, tiles, task, base.recipe)))
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names) or "validation" in names:
+        raise DemsegError(f"--score-on specs need distinct names other than 'validation', got {names}")
+    return sets
+
+
+@dataclass
 class _Group:
     """What the runs of one task and one arm share: arrays, the validation tiles, caches, the backbone."""
 
@@ -155,12 +194,13 @@ def _prepare_group(data: SplitData, base: TrainConfig, task: str, arm: Arm, subs
         raise DemsegError(f"the split left no validation tile labelled for {task}")
     run_base = base.model_copy(update={"task": task, "model": arm.model, "backbone_weights":
                                        arm.weights if arm.weights != "-" else base.backbone_weights})
+    run_base = resolve_init(run_base)
     group = _Group(run_base, tile_arrays(data.scenes, union_tiles, task, base.recipe),
                    {t.id: i for i, t in enumerate(union_tiles)}, val_tiles,
                    tile_arrays(data.scenes, val_tiles, task, base.recipe))
     if uses_backbone(arm.model):
         group.backbone = build_encoder(run_base)
-    if group.backbone is not None and run_base.cached:
+    if group.backbone is not None and run_base.cached and group.backbone.cacheable:
         started = time.perf_counter()
         dtype = CACHE_DTYPES[run_base.cache_dtype]
         group.caches = (encode_views(group.backbone, group.union.inputs, group.union.targets, run_base.views,
@@ -172,18 +212,38 @@ def _prepare_group(data: SplitData, base: TrainConfig, task: str, arm: Arm, subs
     return group
 
 
+def _scores_elsewhere(model, config: TrainConfig, group: _Group, sets: list[ScoreSet]) -> dict[str, dict]:
+    """The run's scores on every other dataset (all its labelled tiles)."""
+    found = {}
+    for score_set in sets:
+        if group.caches is not None:
+            predictions = predict_cached(model, score_set.cache, score_set.arrays.inputs, config.use_amp())
+        else:
+            predictions = predict_images(model, score_set.arrays.inputs, config.use_amp())
+        scorer = SegmentationScorer(config.task, config.pixel_size_m)
+        for prediction, target in zip(predictions, score_set.arrays.targets, strict=True):
+            scorer.add(prediction, target)
+        found[score_set.name] = {**scorer.scores(), "val_tiles": len(score_set.tiles)}
+    return found
+
+
 def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, task: str, arm: Arm,
-               runs: list[dict], out: Path, progress: bool) -> None:
+               runs: list[dict], out: Path, progress: bool, score_sets: list[ScoreSet]) -> None:
     """All runs of one task and one arm, sharing data arrays and feature caches."""
     subsets = {(r["train_tiles"], r["seed"]): training_subset(data.tiles, r["train_tiles"], r["seed"], task,
                                                               base.min_labelled_fraction) for r in runs}
     group = _prepare_group(data, base, task, arm, subsets, progress)
+    for score_set in score_sets:
+        score_set.cache = (encode_views(group.backbone, score_set.arrays.inputs, score_set.arrays.targets, 1,
+                                        dtype=CACHE_DTYPES[base.cache_dtype], progress=progress,
+                                        desc=f"caching {score_set.name} features") if group.caches else None)
     for r in runs:
         tiles = subsets[(r["train_tiles"], r["seed"])]
         rows = [group.position[t.id] for t in tiles]
         train = TileArrays([t.id for t in tiles], group.union.inputs[rows], group.union.targets[rows])
         run_config = group.config.model_copy(update={"train_tiles": r["train_tiles"], "seed": r["seed"]})
         model = build(run_config, backbone=group.backbone, seed=r["seed"])
+        apply_init(model, run_config)
         caches = group.caches
         result = fit(run_config, model, train, group.val, SegmentationScorer,
                      train_cache=caches[0].select_tiles(rows) if caches else None,
@@ -193,21 +253,23 @@ def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, tas
         run_dir = out / "runs" / r["key"]
         if r["seed"] == 0 and r["train_tiles"] == max(config.train_tiles) and config.preview_tiles:
             _preview(run_dir / "preview.png", model, run_config, caches, group, data, config.preview_tiles)
-        record = {"task": task, "model": arm.model, "backbone_weights": arm.weights,
+        record = {"task": task, "model": arm.model, "backbone_weights": arm.weights, "label": arm.label,
+                  "finetune": arm.finetune, "init": arm.init or "-",
                   "train_tiles": r["train_tiles"], "seed": r["seed"], "iters": run_config.iters,
                   "best_iter": result.best_iter, **result.best_scores,
                   "train_seconds": result.train_seconds + group.cache_seconds * share,
                   "val_tiles": len(group.val_tiles), "arch": run_config.arch if arm.weights != "-"
                   else f"unet{run_config.unet_width}", "recipe": run_config.recipe,
                   "train_tile_ids": [t.id for t in tiles], "val_tile_ids": [t.id for t in group.val_tiles],
-                  "history": result.history}
+                  "history": result.history,
+                  "scored_on": _scores_elsewhere(model, run_config, group, score_sets)}
         write_text_atomic(run_dir / "metrics.json", json.dumps(record, indent=1, default=float))
 
 
 def _preview(path: Path, model, config: TrainConfig, caches, group: _Group, data: SplitData, count: int) -> None:
     n = min(len(group.val_tiles), count)
     if caches is not None:
-        predictions = predict_head(model.head, caches[1], tuple(group.val.targets.shape[-2:]), config.use_amp())[:n]
+        predictions = predict_cached(model, caches[1], group.val.inputs, config.use_amp())[:n]
     else:
         predictions = predict_images(model, group.val.inputs[:n], config.use_amp())
     shades = []
@@ -221,8 +283,30 @@ def _preview(path: Path, model, config: TrainConfig, caches, group: _Group, data
 
 
 def collect_results(out: Path) -> list[dict]:
-    """Every finished run's record under ``out/runs``."""
-    return [json.loads(path.read_text()) for path in sorted((out / "runs").glob("*/metrics.json"))]
+    """Every finished run's rows under ``out/runs``: its validation scores, then one row per other dataset.
+
+    Each row carries ``scored_on`` ("validation" or the dataset's name); with two or more other
+    datasets a "pooled" row sums their pixel counts (IoU over all their tiles together).
+    """
+    rows = []
+    for path in sorted((out / "runs").glob("*/metrics.json")):
+        record = json.loads(path.read_text())
+        elsewhere = record.pop("scored_on", {}) or {}
+        rows.append({**record, "scored_on": "validation"})
+        for name, scores in elsewhere.items():
+            rows.append({**record, **scores, "scored_on": name})
+        if len(elsewhere) > 1:
+            rows.append({**record, **pooled_scores(list(elsewhere.values())), "scored_on": "pooled"})
+    return rows
+
+
+def pooled_scores(scores: list[dict]) -> dict:
+    """Pixel IoU, precision, recall and F1 of several datasets' summed tp/fp/fn counts."""
+    tp, fp, fn = (sum(s.get(k, 0) for s in scores) for k in ("tp", "fp", "fn"))
+    ratio = lambda a, b: float(a / b) if b else float("nan")  # noqa: E731 - a local shorthand
+    return {"iou": ratio(tp, tp + fp + fn), "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+            "f1": ratio(2 * tp, 2 * tp + fp + fn), "tp": tp, "fp": fp, "fn": fn,
+            "val_tiles": sum(s.get("val_tiles", 0) for s in scores)}
 
 
 def _write_outputs(out: Path, rows: list[dict], config: ExperimentConfig, data: SplitData,
@@ -242,6 +326,24 @@ def _write_outputs(out: Path, rows: list[dict], config: ExperimentConfig, data: 
     write_manifest(out / "manifest.json", json.loads(config.model_dump_json()), data.spec,
                    {"split": {t.id: t.split for t in data.tiles}}, argv=sys.argv,
                    extra={"runs": len(rows), "seconds_this_invocation": round(seconds, 1)})
+
+
+def combine_experiments(folders: list[str | Path], out: str | Path, title: str = "demseg experiments",
+                        reference: str = "unet") -> list[dict]:
+    """Merge the runs of several experiment folders into one results.csv, summary.md and curves.png in ``out``."""
+    rows = []
+    for folder in folders:
+        if not (Path(folder) / "runs").is_dir():
+            raise DemsegError(f"not an experiment folder (no runs/): {folder}")
+        rows += collect_results(Path(folder))
+    if not rows:
+        raise DemsegError("the experiment folders hold no finished run")
+    out = Path(out)
+    write_results_csv(rows, out / "results.csv")
+    write_summary(rows, out / "summary.md", title, [f"experiments: {', '.join(str(f) for f in folders)}",
+                                                    "95 % CI: Student t over seeds."], reference)
+    plot_curves(rows, out / "curves.png")
+    return rows
 
 
 def format_table(rows: list[dict]) -> str:

@@ -114,8 +114,9 @@ class SegmentationScorer:
             self.road[3] += int(pred.sum())
 
     def scores(self) -> dict[str, float]:
-        """All metrics as fractions 0-1 (NaN where undefined)."""
+        """All metrics as fractions 0-1 (NaN where undefined), and the pixel counts tp, fp, fn (for pooling)."""
         out = self.pixels.scores()
+        out.update(tp=self.pixels.tp, fp=self.pixels.fp, fn=self.pixels.fn)
         out["boundary_iou"] = self.boundary.scores()["iou"]
         if self.task == "buildings":
             matched, n_pred, n_true = self.objects

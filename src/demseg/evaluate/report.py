@@ -14,8 +14,9 @@ from demseg.evaluate.metrics import mean_ci95
 from demseg.io.atomic import atomic_path, write_text_atomic
 
 RESULT_COLUMNS = ["task", "model", "backbone_weights", "train_tiles", "seed", "iters", "best_iter", "iou", "f1",
-                  "precision", "recall", "train_seconds"]
-EXTRA_COLUMNS = ["boundary_iou", "object_f1", "completeness", "correctness", "val_tiles", "arch", "recipe"]
+                  "precision", "recall", "train_seconds", "scored_on"]
+EXTRA_COLUMNS = ["label", "finetune", "init", "boundary_iou", "object_f1", "completeness", "correctness", "val_tiles",
+                 "arch", "recipe", "tp", "fp", "fn"]
 
 
 def write_results_csv(rows: list[dict], path: Path) -> Path:
@@ -23,8 +24,8 @@ def write_results_csv(rows: list[dict], path: Path) -> Path:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS + EXTRA_COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    for row in sorted(rows, key=lambda r: (r["task"], r["model"], r["backbone_weights"], r["train_tiles"],
-                                           r["seed"])):
+    for row in sorted(rows, key=lambda r: (r["task"], r.get("scored_on", "validation"), label_of(r),
+                                           r["train_tiles"], r["seed"])):
         writer.writerow({k: _fmt(row.get(k, "")) for k in RESULT_COLUMNS + EXTRA_COLUMNS})
     return write_text_atomic(path, buffer.getvalue())
 
@@ -35,22 +36,33 @@ def _fmt(value):
     return value
 
 
-def _label(row: dict) -> str:
-    return row["model"] if row["model"] == "unet" else f"{row['model']} [{row['backbone_weights']}]"
+def label_of(row: dict) -> str:
+    """The compared model of a row: its name, backbone weights and variant (fine-tuning, init)."""
+    if row.get("label"):
+        return row["label"]
+    return row["model"] if row["backbone_weights"] in ("-", "") else f"{row['model']}@{row['backbone_weights']}"
 
 
-def group_results(rows: list[dict], metric: str = "iou") -> dict[tuple[str, str], dict[int, list[float]]]:
-    """{(task, model label): {train_tiles: [metric per seed]}}."""
+def scored_on_names(rows: list[dict]) -> list[str]:
+    """The datasets rows are scored on: validation first, pooled last."""
+    names = sorted({r.get("scored_on", "validation") for r in rows})
+    return sorted(names, key=lambda n: (n != "validation", n == "pooled", n))
+
+
+def group_results(rows: list[dict], metric: str = "iou", scored_on: str = "validation"
+                  ) -> dict[tuple[str, str], dict[int, list[float]]]:
+    """{(task, model label): {train_tiles: [metric per seed]}} for the rows scored on one dataset."""
     grouped: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        grouped[(row["task"], _label(row))][int(row["train_tiles"])].append(float(row[metric]))
+        if row.get("scored_on", "validation") == scored_on and metric in row and row[metric] not in ("", None):
+            grouped[(row["task"], label_of(row))][int(row["train_tiles"])].append(float(row[metric]))
     return grouped
 
 
-def summary_table(rows: list[dict], metric: str = "iou") -> str:
+def summary_table(rows: list[dict], metric: str = "iou", scored_on: str = "validation") -> str:
     """A markdown table: one row per training budget, one column per (model, task), mean +- CI in %."""
-    grouped = group_results(rows, metric)
-    columns = sorted(grouped, key=lambda key: (key[0], key[1] != "unet", key[1]), reverse=False)
+    grouped = group_results(rows, metric, scored_on)
+    columns = sorted(grouped, key=lambda key: (key[0], not key[1].startswith("unet"), key[1]))
     budgets = sorted({b for cells in grouped.values() for b in cells})
     header = "| train tiles | " + " | ".join(f"{label} {task}" for task, label in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
@@ -69,10 +81,42 @@ def summary_table(rows: list[dict], metric: str = "iou") -> str:
     return "\n".join(lines)
 
 
-def write_summary(rows: list[dict], path: Path, title: str, notes: list[str]) -> Path:
-    """summary.md: IoU table (mean ± 95 % CI over seeds, in %), F1 table, and notes."""
-    text = [f"# {title}", "", "IoU of the target class on the validation tiles, % (mean ± 95 % CI over seeds):",
-            "", summary_table(rows, "iou"), "", "F1 of the target class, %:", "", summary_table(rows, "f1"), ""]
+def paired_differences(rows: list[dict], reference: str, metric: str = "iou", scored_on: str = "validation") -> str:
+    """A markdown table of each model minus ``reference`` (paired by task, budget and seed), mean ± 95 % CI, points."""
+    by_key: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for row in rows:
+        if row.get("scored_on", "validation") == scored_on and row.get(metric) not in ("", None):
+            by_key[(row["task"], int(row["train_tiles"]), int(row["seed"]))][label_of(row)] = float(row[metric])
+    differences: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+    for (task, budget, _), values in by_key.items():
+        if reference in values:
+            for label, value in values.items():
+                if label != reference:
+                    differences[(task, budget, label)].append(value - values[reference])
+    if not differences:
+        return ""
+    lines = [f"| task | train tiles | model | {metric.upper()} minus {reference}, points | CI excludes 0 |",
+             "|---|---|---|---|---|"]
+    for (task, budget, label), values in sorted(differences.items()):
+        mean, half = mean_ci95(values)
+        excludes = "-" if math.isnan(half) else ("yes" if abs(mean) > half else "no")
+        interval = f" ± {100 * half:.1f}" if not math.isnan(half) else ""
+        lines.append(f"| {task} | {budget} | {label} | {100 * mean:+.1f}{interval} (n={len(values)}) | {excludes} |")
+    return "\n".join(lines)
+
+
+def write_summary(rows: list[dict], path: Path, title: str, notes: list[str], reference: str = "unet") -> Path:
+    """summary.md: per dataset scored on, IoU (mean ± 95 % CI over seeds, %), F1 and differences to ``reference``."""
+    text = [f"# {title}", ""]
+    for name in scored_on_names(rows):
+        where = "the validation tiles" if name == "validation" else (
+            "all labelled tiles of the other datasets together" if name == "pooled" else f"all labelled tiles of {name}")
+        text += [f"## Scored on {name}", "", f"IoU of the target class on {where}, % (mean ± 95 % CI over seeds):",
+                 "", summary_table(rows, "iou", name), "", "F1 of the target class, %:", "",
+                 summary_table(rows, "f1", name), ""]
+        differences = paired_differences(rows, reference, "iou", name)
+        if differences:
+            text += [f"Paired by seed, each model minus {reference}:", "", differences, ""]
     text += [f"- {note}" for note in notes]
     return write_text_atomic(path, "\n".join(text) + "\n")
 
@@ -84,10 +128,11 @@ def plot_curves(rows: list[dict], path: Path, metric: str = "iou") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grouped = group_results(rows, metric)
-    tasks = sorted({task for task, _ in grouped})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    panels = [(task, name) for name in scored_on_names(rows)
+              for task in sorted({task for task, _ in group_results(rows, metric, name)})]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (task, name) in zip(axes[0], panels, strict=True):
+        grouped = group_results(rows, metric, name)
         for (row_task, label), cells in sorted(grouped.items()):
             if row_task != task:
                 continue
@@ -100,7 +145,7 @@ def plot_curves(rows: list[dict], path: Path, metric: str = "iou") -> Path:
         ax.set_xscale("log")
         ax.set_xlabel("training tiles")
         ax.set_ylabel(f"{metric.upper()} (%)")
-        ax.set_title(task)
+        ax.set_title(task if name == "validation" else f"{task}, scored on {name}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -20,13 +20,19 @@ from pathlib import Path
 from demseg.errors import DemsegError
 
 
-def os_error_message(exc: OSError, what: str) -> str:
-    """One line naming what failed and why, with a plain sentence for a full disk."""
-    if exc.errno == errno.ENOSPC:
+def os_error_message(exc: Exception, what: str) -> str:
+    """One line naming what failed and why, with a plain sentence for a full disk or a refused folder.
+
+    Takes OSErrors and the errors of libraries that only carry the reason in their text (GDAL's).
+    """
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code == errno.ENOSPC or "No space left" in text:
         return f"no space left on the device writing {what}"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "Permission denied" in text:
         return f"permission denied writing {what}"
-    return f"could not write {what}: {exc.strerror or exc}"
+    reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    return f"could not write {what}: {reason}"
 
 
 MARKER = ".demseg-output"  # written into every folder demseg creates: its leftovers may be cleared

@@ -18,8 +18,6 @@ from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path
 from demseg.io.raster import GridSpec
 
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml")
-
 
 @dataclass
 class VectorLayer:

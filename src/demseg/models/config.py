@@ -6,6 +6,7 @@ model description; evaluate, predict, probe and the benchmarks rebuild models fr
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import torch
@@ -22,8 +23,9 @@ class ModelConfig(BaseModel):
     """Everything that defines a segmentation model's architecture, weights and precision."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
-    model: Literal["mae-upernet", "unet"] = Field(
-        "mae-upernet", description="mae-upernet: frozen MAE ViT + UperNet (the paper's); unet: UNet from scratch.")
+    model: Literal["mae-upernet", "mae-detail", "unet"] = Field(
+        "mae-upernet", description="mae-upernet: MAE ViT + UperNet (the paper's); mae-detail: the same plus a "
+                                   "full-resolution convolutional detail path; unet: UNet from scratch.")
     arch: Literal["tiny", "small", "base"] = Field("tiny", description="ViT size of the MAE backbone.")
     backbone_weights: str = Field(
         DEFAULT_ENCODER, description="Backbone weights: a shipped encoder (dem-tiny), random, a Hugging Face "
@@ -39,11 +41,30 @@ class ModelConfig(BaseModel):
                                                   "(0 keeps the ViT width); cuts the head's cost on a CPU.")
     aux_head: bool = Field(False, description="Add the auxiliary FCN head (loss weight 0.4) during training.")
     unet_width: int = Field(16, gt=0, description="UNet base width (doubles over 4 levels; the paper's UNet: 32).")
+    detail_width: int = Field(16, gt=0, description="Width of mae-detail's full-resolution branch (doubles at "
+                                                    "strides 2 and 4).")
+    finetune: str = Field("none", description="Backbone blocks that train: none (frozen, the paper's), top-K (the "
+                                              "last K blocks) or all.")
+    layer_decay: float = Field(0.75, gt=0, le=1, description="Layer-wise learning-rate decay of fine-tuned blocks "
+                                                             "(MAE's recipe): block i gets lr x decay^(depth - i).")
     backbone_dtype: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="Frozen backbone precision; auto: the faster of bf16 and fp32 on this machine "
                             "(measured once and cached).")
     amp: Literal["auto", "on", "off"] = Field(
         "auto", description="bf16 autocast for the trainable part; auto: on where bf16 is measured faster.")
+
+    @field_validator("finetune")
+    @classmethod
+    def _finetune_form(cls, value: str) -> str:
+        if value in ("none", "all") or re.fullmatch(r"top-[1-9][0-9]*", value):
+            return value
+        raise ValueError(f"finetune must be none, all or top-K (e.g. top-4), got {value!r}")
+
+    def tuned_blocks(self, depth: int = 12) -> int:
+        """How many of a ``depth``-block encoder's last blocks train (0: frozen)."""
+        if self.finetune == "none":
+            return 0
+        return depth if self.finetune == "all" else int(self.finetune.removeprefix("top-"))
 
     @field_validator("neck_width", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ model is one builder function and one ``MODELS`` entry.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -17,6 +18,7 @@ from demseg.data.normalise import recipe_channels
 from demseg.errors import DemsegError
 from demseg.models.backbone import MaeBackbone, build_backbone
 from demseg.models.config import ModelConfig
+from demseg.models.detail import DetailHead
 from demseg.models.unet import UNet
 from demseg.models.upernet import MaeUperNet, SegmentationHead
 
@@ -28,7 +30,8 @@ def build_encoder(config: ModelConfig, seed: int = 0) -> MaeBackbone:
     torch.manual_seed(seed)  # makes "random" backbone weights reproducible too
     channels = recipe_channels(config.recipe)
     backbone = build_backbone(config.arch, config.backbone_weights, channels, tuple(config.tap_blocks),
-                              dtype=config.backbone_torch_dtype(), image_size=config.tile_size_px)
+                              dtype=config.backbone_torch_dtype(), image_size=config.tile_size_px,
+                              tuned_blocks=config.tuned_blocks())
     check_encoder_inputs(backbone, config)
     return backbone
 
@@ -44,12 +47,31 @@ def check_encoder_inputs(backbone: MaeBackbone, config: ModelConfig) -> None:
                           f"but recipe {config.recipe!r} makes {recipe_channels(config.recipe)}")
 
 
-def _mae_upernet(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Module:
-    backbone = backbone if backbone is not None else build_encoder(config, seed)
+def _encoder_for(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> MaeBackbone:
+    """A fresh encoder, or the shared one (a private copy when its blocks will be fine-tuned)."""
+    if backbone is None:
+        return build_encoder(config, seed)
     check_encoder_inputs(backbone, config)
+    if backbone.tuned_blocks != config.tuned_blocks(backbone.num_blocks):
+        raise DemsegError(f"the shared backbone tunes {backbone.tuned_blocks} blocks, the config asks "
+                          f"finetune={config.finetune}")
+    return copy.deepcopy(backbone) if backbone.tuned_blocks else backbone
+
+
+def _mae_upernet(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Module:
+    backbone = _encoder_for(config, backbone, seed)
     torch.manual_seed(seed)
     head = SegmentationHead(backbone.embed_dim, NUM_CLASSES, config.head_width,
                             neck_channels=config.neck_width or None, aux_head=config.aux_head)
+    return MaeUperNet(backbone, head)
+
+
+def _mae_detail(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Module:
+    backbone = _encoder_for(config, backbone, seed)
+    torch.manual_seed(seed)
+    head = DetailHead(backbone.embed_dim, recipe_channels(config.recipe), NUM_CLASSES, config.head_width,
+                      neck_channels=config.neck_width or None, detail_width=config.detail_width,
+                      aux_head=config.aux_head)
     return MaeUperNet(backbone, head)
 
 
@@ -60,6 +82,7 @@ def _unet(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Mo
 
 MODELS: dict[str, Callable[[ModelConfig, MaeBackbone | None, int], nn.Module]] = {
     "mae-upernet": _mae_upernet,
+    "mae-detail": _mae_detail,
     "unet": _unet,
 }
 

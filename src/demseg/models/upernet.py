@@ -109,23 +109,35 @@ class UperNetHead(nn.Module):
         smoothed = [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals[:-1], strict=True)]
         return [*smoothed, laterals[-1]]
 
-    def forward(self, levels: list[Tensor]) -> Tensor | tuple[Tensor, Tensor]:
-        """Return logits (B, classes, h0, w0) for a pyramid, finest first (plus aux logits, see class doc)."""
+    def features(self, levels: list[Tensor]) -> Tensor:
+        """The fused (B, channels, h0, w0) map of a pyramid, finest first, before the classifier."""
         outputs = self._fpn(levels)
         finest = outputs[0].shape[-2:]
-        fused = self.fuse(torch.cat([_resize(output, finest) for output in outputs], dim=1))
-        logits = self.classifier(fused)
+        return self.fuse(torch.cat([_resize(output, finest) for output in outputs], dim=1))
+
+    def forward(self, levels: list[Tensor]) -> Tensor | tuple[Tensor, Tensor]:
+        """Return logits (B, classes, h0, w0) for a pyramid, finest first (plus aux logits, see class doc)."""
+        logits = self.classifier(self.features(levels))
         if self.training and self.aux is not None:
             return logits, self.aux(levels[AUX_LEVEL])
         return logits
 
 
+def output_size_of(image_or_size: Tensor | tuple[int, int] | torch.Size) -> tuple[int, int]:
+    """(H, W) of an input batch, or the size itself."""
+    if isinstance(image_or_size, Tensor):
+        return tuple(image_or_size.shape[-2:])
+    return tuple(image_or_size)
+
+
 class SegmentationHead(nn.Module):
     """The trainable part: pyramid neck + UperNet, fed by the backbone or by a feature cache.
 
-    Returns logits upsampled bilinearly to ``output_size`` (a pair ``(logits, aux_logits)`` in
-    training mode when ``aux_head`` is on).
+    Returns logits upsampled bilinearly to the input's size (a pair ``(logits, aux_logits)`` in
+    training mode when ``aux_head`` is on). It needs only the input's size, never its pixels.
     """
+
+    needs_image = False
 
     def __init__(
         self,
@@ -142,9 +154,11 @@ class SegmentationHead(nn.Module):
         self.num_classes = num_classes
 
     def forward(
-        self, features: list[Tensor], output_size: tuple[int, int] | torch.Size
+        self, features: list[Tensor], output_size: Tensor | tuple[int, int] | torch.Size
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Return (B, classes, H, W) logits at ``output_size`` from the tapped token maps."""
+        """Return (B, classes, H, W) logits from the tapped token maps, at the size of ``output_size``
+        (a size, or the input batch itself)."""
+        output_size = output_size_of(output_size)
         outputs = self.decoder(self.neck(features))
         if isinstance(outputs, tuple):
             return tuple(_resize(output, output_size) for output in outputs)
@@ -152,9 +166,9 @@ class SegmentationHead(nn.Module):
 
 
 class MaeUperNet(nn.Module):
-    """Frozen MAE backbone + trainable SegmentationHead; returns logits at the input size."""
+    """MAE backbone + trainable head (UperNet, or UperNet with a detail path); logits at the input size."""
 
-    def __init__(self, backbone: MaeBackbone, head: SegmentationHead):
+    def __init__(self, backbone: MaeBackbone, head: nn.Module):
         super().__init__()
         if len(backbone.tap_blocks) != PYRAMID_LEVELS:
             raise DemsegError(f"MAE + UperNet needs {PYRAMID_LEVELS} tap blocks, got {list(backbone.tap_blocks)}")
@@ -164,4 +178,4 @@ class MaeUperNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         """Return (B, classes, H, W) logits for a (B, C, H, W) batch (see SegmentationHead for aux)."""
-        return self.head(self.backbone(x), output_size=x.shape[-2:])
+        return self.head(self.backbone(x), x)

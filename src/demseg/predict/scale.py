@@ -110,7 +110,7 @@ def _connect(client_class, address: str, timeout_s: float):
 
     def attempt() -> None:
         try:
-            outcome["client"] = client_class(address, timeout=f"{timeout_s}s", set_as_default=False)
+            outcome["client"] = client_class(address, timeout=f"{timeout_s}s")
         except Exception as exc:  # noqa: BLE001 - reported below as one line
             outcome["error"] = exc
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path, safe_name
-from demseg.io.folders import folder_lock, make_dir
+from demseg.io.folders import folder_lock, make_dir, os_error_message
 from demseg.io.vector import write_gpkg
 from demseg.predict.config import PredictConfig
 from demseg.predict.outputs import output_paths, write_cog, write_done, write_preview
@@ -153,7 +153,7 @@ def _write_outputs(loaded: LoadedRun, source: DemInput, grid, paths: dict[str, P
                 try:
                     write_cog(raw, temporary[name], resampling)
                 except (OSError, RasterioError) as exc:
-                    raise DemsegError(f"could not write {paths[name]}: {str(exc).splitlines()[0]}") from exc
+                    raise DemsegError(os_error_message(exc, str(paths[name]))) from exc
         layers = vectorise_mask(temporary["mask"], run_config.task, temporary["prob"], source, config, timer)
         with timer("vectors"):
             write_gpkg(temporary["vectors"], layers, grid.crs)

@@ -33,6 +33,7 @@ from demseg.data.augment import NUM_VIEWS, dihedral, dihedral_inverse
 from demseg.data.normalise import normalise_tile
 from demseg.data.scene import IGNORE
 from demseg.errors import DemsegError
+from demseg.io.folders import os_error_message
 from demseg.io.raster import GridSpec, open_grid, read_dem
 from demseg.models.upernet import MaeUperNet
 from demseg.train.config import TrainConfig
@@ -164,7 +165,7 @@ def _forward(model: nn.Module, x: torch.Tensor, amp: bool, timer: StageTimer) ->
             with timer("backbone"):
                 features = model.backbone(x)
             with timer("head"):
-                return model.head(features, output_size=x.shape[-2:])
+                return model.head(features, x)
         with timer("model"):
             return model(x)
 
@@ -271,9 +272,7 @@ def predict_rasters(model: nn.Module, config: TrainConfig, source: DemInput, gri
             for dataset, what in ((mask_out, "mask"), (prob_out, "probability")):
                 dataset.update_tags(**(tags or {}), content=what)
     except (OSError, RasterioError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-        raise DemsegError(f"could not write the predictions of {source.dem} to {Path(mask_path).parent}: "
-                          f"{reason}") from exc
+        raise DemsegError(os_error_message(exc, f"the predictions of {source.dem}")) from exc
     finally:
         bar.close()
     return valid_pixels

@@ -35,7 +35,13 @@ class TrainConfig(ModelConfig):
     poly_power: float = Field(0.9, gt=0, description="Polynomial decay power after warm-up.")
     val_every: int = Field(150, gt=0, description="Validate every N iterations (and at the last); the best-IoU "
                                                   "state is kept.")
-    cached: bool = Field(True, description="Train the head from a feature cache (backbone run once per view).")
+    cached: bool = Field(True, description="Train from a feature cache: the frozen part of the backbone runs once "
+                                           "per tile and view, each step runs only the tuned blocks and the head.")
+    lp_fraction: float = Field(0.25, ge=0, lt=1, description="With fine-tuning: share of the iterations that train "
+                                                             "the head alone before the tuned blocks join (LP-FT).")
+    init: str | None = Field(None, description="Start from a run folder (e.g. trained on the synthetic world): its "
+                                               "head/UNet weights and its backbone; recipe, channels, task and "
+                                               "architecture must match.")
     cache_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Storage precision of cached features.")
     views: int = Field(8, ge=1, le=8, description="Dihedral views per tile (augmentation).")
     min_labelled_fraction: float = Field(0.5, ge=0, le=1, description="Tiles must be this labelled for the task.")

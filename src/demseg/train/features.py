@@ -1,7 +1,10 @@
-"""Feature cache: run the frozen backbone once per tile and augmentation view, train the head from RAM.
+"""Feature cache: run the frozen part of the backbone once per tile and augmentation view, train from RAM.
 
-Flipping cached token grids is not the same as flipping the input (a ViT is not equivariant:
-per-token cosine 0.6-0.8), so every dihedral view is encoded separately.
+What is cached is the backbone's :class:`FrozenState`: the tokens of the frozen tapped blocks and,
+when the last K blocks are fine-tuned, the input of the first tuned block, so a training step runs
+only those K blocks and the head. Flipping cached token grids is not the same as flipping the
+input (a ViT is not equivariant: per-token cosine 0.6-0.8), so every dihedral view is encoded
+separately.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import torch
 from tqdm.auto import tqdm
 
 from demseg.data.augment import NUM_VIEWS, dihedral
+from demseg.models.backbone import FrozenState
 
 
 @dataclass
 class FeatureCache:
-    """Tapped backbone features per (tile, view): one (N*V, D, h, w) tensor per level, stored in ``dtype``."""
+    """Frozen backbone outputs per (tile, view), stored in ``dtype``; row ``t * views + v`` is view v of tile t."""
 
-    levels: list[torch.Tensor]
+    taps: dict[int, torch.Tensor]  # block -> (N*V, 1 + h*w, D) tokens
+    hidden: torch.Tensor | None  # (N*V, 1 + h*w, D) input of the first tuned block, or None
+    grid: tuple[int, int]
     targets: torch.Tensor  # (N*V, S, S) uint8, the target seen under the same view
     tile_index: np.ndarray  # (N*V,) which tile
     view_index: np.ndarray  # (N*V,) which view
@@ -27,48 +33,52 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def batch(self, indices: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Float32 features and int64 targets for the given cache rows."""
+    def batch(self, indices: np.ndarray) -> tuple[FrozenState, torch.Tensor]:
+        """The frozen state (float32) and int64 targets of the given cache rows."""
         idx = torch.as_tensor(indices)
-        return [level[idx].float() for level in self.levels], self.targets[idx].long()
+        state = FrozenState(self.hidden[idx].float() if self.hidden is not None else None,
+                            {block: tokens[idx].float() for block, tokens in self.taps.items()}, self.grid)
+        return state, self.targets[idx].long()
 
     def select_tiles(self, positions: list[int] | np.ndarray) -> FeatureCache:
-        """A cache of the tiles at ``positions`` (in that order, renumbered 0..n-1), every view kept.
-
-        Row ``t * views + v`` of the result is view ``v`` of the ``t``-th tile, as in :func:`encode_views`.
-        """
+        """A cache of the tiles at ``positions`` (in that order, renumbered 0..n-1), every view kept."""
         rows = np.concatenate([np.flatnonzero(self.tile_index == p) for p in positions])
         idx = torch.as_tensor(rows)
         views = int(np.sum(self.tile_index == self.tile_index[0])) if len(self.tile_index) else 0
-        return FeatureCache([level[idx] for level in self.levels], self.targets[idx],
+        return FeatureCache({block: tokens[idx] for block, tokens in self.taps.items()},
+                            self.hidden[idx] if self.hidden is not None else None, self.grid, self.targets[idx],
                             np.repeat(np.arange(len(positions)), views), self.view_index[rows])
 
     @property
     def nbytes(self) -> int:
-        return sum(level.element_size() * level.nelement() for level in self.levels)
+        tensors = list(self.taps.values()) + ([self.hidden] if self.hidden is not None else [])
+        return sum(t.element_size() * t.nelement() for t in tensors)
 
 
 def encode_views(backbone, inputs: np.ndarray, targets: np.ndarray, views: int = NUM_VIEWS, batch_size: int = 8,
                  dtype: torch.dtype = torch.bfloat16, progress: bool = False, desc: str = "caching features"
                  ) -> FeatureCache:
-    """Encode every tile under ``views`` dihedral views with the frozen backbone."""
-    n_tiles = len(inputs)
-    rows = [(t, v) for t in range(n_tiles) for v in range(views)]
-    levels: list[torch.Tensor] | None = None
-    x_all = torch.from_numpy(inputs)
-    y_all = torch.from_numpy(targets)
+    """Run the backbone's frozen part on every tile under ``views`` dihedral views."""
+    rows = [(t, v) for t in range(len(inputs)) for v in range(views)]
+    x_all, y_all = torch.from_numpy(inputs), torch.from_numpy(targets)
+    taps: dict[int, torch.Tensor] = {}
+    hidden = None
+    grid = (0, 0)
     out_targets = torch.empty((len(rows),) + tuple(targets.shape[1:]), dtype=torch.uint8)
     with tqdm(total=len(rows), desc=desc, unit="view", disable=not progress) as bar:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            x = torch.stack([dihedral(x_all[t], v) for t, v in chunk])
-            feats = backbone(x)
-            if levels is None:
-                levels = [torch.empty((len(rows),) + tuple(f.shape[1:]), dtype=dtype) for f in feats]
-            for level, f in zip(levels, feats, strict=True):
-                level[start:start + len(chunk)] = f.to(dtype)
+            state = backbone.frozen_forward(torch.stack([dihedral(x_all[t], v) for t, v in chunk]))
+            grid = state.grid
+            if not taps:
+                taps = {b: torch.empty((len(rows),) + tuple(x.shape[1:]), dtype=dtype) for b, x in state.taps.items()}
+                if state.hidden is not None:
+                    hidden = torch.empty((len(rows),) + tuple(state.hidden.shape[1:]), dtype=dtype)
+            for block, tokens in state.taps.items():
+                taps[block][start:start + len(chunk)] = tokens.to(dtype)
+            if hidden is not None:
+                hidden[start:start + len(chunk)] = state.hidden.to(dtype)
             out_targets[start:start + len(chunk)] = torch.stack([dihedral(y_all[t], v) for t, v in chunk])
             bar.update(len(chunk))
-    tiles = np.array([t for t, _ in rows])
-    view_ids = np.array([v for _, v in rows])
-    return FeatureCache(levels or [], out_targets, tiles, view_ids)
+    return FeatureCache(taps, hidden, grid, out_targets, np.array([t for t, _ in rows]),
+                        np.array([v for _, v in rows]))

@@ -1,8 +1,12 @@
-"""Training: the frozen-backbone head (from a feature cache or not) and the UNet baseline.
+"""Training: a backbone model's head (and fine-tuned blocks), from a feature cache or not, and the UNet.
 
 AdamW (weight decay 0.05), linear warm-up then polynomial decay, batch 8, pixel-wise cross
 entropy with class weights from the training pixels; ignore/nodata pixels are excluded from the
 loss and the metrics. Validation every ``val_every`` steps keeps the best-IoU state.
+
+Fine-tuning (``finetune`` top-K or all) follows MAE's recipe: layer-wise learning-rate decay
+(block i gets lr x decay^(depth - i)) and, as LP-FT (Kumar et al. 2022), a first stage in which
+only the head trains (``lp_fraction`` of the iterations) before the tuned blocks join.
 """
 
 from __future__ import annotations
@@ -64,20 +68,46 @@ def class_weights(targets: np.ndarray) -> torch.Tensor:
     return torch.tensor(weights / weights.mean(), dtype=torch.float32)
 
 
-def lr_factor(step: int, iters: int, warmup_fraction: float, power: float) -> float:
-    """Linear warm-up to 1, then polynomial decay to 0 at ``iters``."""
-    warmup = max(1, int(round(iters * warmup_fraction)))
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, iters - warmup)
+def lr_factor(step: int, iters: int, warmup_fraction: float, power: float, start: int = 0) -> float:
+    """0 before ``start``; then linear warm-up to 1 and polynomial decay to 0 at ``iters``."""
+    if step < start:
+        return 0.0
+    warmup = max(1, int(round((iters - start) * warmup_fraction)))
+    if step - start < warmup:
+        return (step - start + 1) / warmup
+    progress = (step - start - warmup) / max(1, iters - start - warmup)
     return max(0.0, 1.0 - progress) ** power
 
 
-def make_optimizer(params, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, config.iters, config.warmup_fraction, config.poly_power))
-    return optimizer, scheduler
+def trainable_modules(model: nn.Module, config: TrainConfig) -> dict[str, nn.Module]:
+    """The parts training changes: {"head": ...} (+ {"tuned": the fine-tuned blocks}), or {"model": UNet}."""
+    if not uses_backbone(config.model):
+        return {"model": model}
+    parts = {"head": model.head}
+    if model.backbone.tuned_blocks:
+        parts["tuned"] = nn.ModuleList(model.backbone.tuned_modules())
+    return parts
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, object]:
+    """AdamW with one group for the head (or UNet) and one per fine-tuned block (layer-wise decayed lr)."""
+    schedule = (config.iters, config.warmup_fraction, config.poly_power)
+    groups, factors = [], []
+    for name, module in trainable_modules(model, config).items():
+        if name != "tuned":
+            groups.append({"params": [p for p in module.parameters() if p.requires_grad], "lr": config.lr})
+            factors.append(lambda step: lr_factor(step, *schedule))
+            continue
+        backbone = model.backbone
+        start = int(round(config.iters * config.lp_fraction))
+        for block in backbone.tuned_modules():
+            # MAE's numbering: the embeddings sit below block 0 and decay the most
+            depth_index = -1 if block is backbone.encoder.embeddings else list(backbone.encoder.layers).index(block)
+            scale = config.layer_decay ** (backbone.num_blocks - depth_index)
+            groups.append({"params": list(block.parameters()), "lr": config.lr * scale})
+            factors.append(lambda step, s=start: lr_factor(step, *schedule, start=s))
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
 def segmentation_loss(logits, target: torch.Tensor, weights: torch.Tensor, aux_weight: float = 0.4) -> torch.Tensor:
@@ -103,23 +133,38 @@ def score_predictions(scorer: Scorer, predictions: list[np.ndarray], targets: np
     return scorer.scores()
 
 
+def view_images(inputs: np.ndarray, tiles: np.ndarray, views: np.ndarray) -> torch.Tensor:
+    """(B, C, S, S) float32: view ``views[i]`` of tile ``tiles[i]`` of ``inputs``."""
+    return torch.stack([dihedral(torch.from_numpy(inputs[t]), int(v)) for t, v in zip(tiles, views, strict=True)])
+
+
+def cached_logits(model: nn.Module, cache: FeatureCache, rows: np.ndarray, inputs: np.ndarray):
+    """Logits of a backbone model for cache rows: tuned blocks (if any) and head; targets beside them."""
+    state, target = cache.batch(rows)
+    features = model.backbone.tuned_forward(state)
+    if model.head.needs_image:
+        image = view_images(inputs, cache.tile_index[rows], cache.view_index[rows])
+    else:
+        image = tuple(target.shape[-2:])
+    return model.head(features, image), target
+
+
 @torch.no_grad()
-def predict_head(head: nn.Module, cache: FeatureCache, output_size: tuple[int, int], amp: bool,
-                 batch_size: int = 16) -> list[np.ndarray]:
-    """0/1 predictions of the head for every row of a cache."""
-    head.eval()
+def predict_cached(model: nn.Module, cache: FeatureCache, inputs: np.ndarray, amp: bool,
+                   batch_size: int = 16) -> list[np.ndarray]:
+    """0/1 predictions of a backbone model for every row of a cache (``inputs``: the cached tiles)."""
+    model.eval()
     out = []
     for start in range(0, len(cache), batch_size):
-        feats, _ = cache.batch(np.arange(start, min(len(cache), start + batch_size)))
         with _autocast(amp):
-            logits = head(feats, output_size)
+            logits, _ = cached_logits(model, cache, np.arange(start, min(len(cache), start + batch_size)), inputs)
         out += list(logits.float().argmax(1).numpy().astype(np.uint8))
     return out
 
 
 @torch.no_grad()
 def predict_images(model: nn.Module, inputs: np.ndarray, amp: bool, batch_size: int = 8) -> list[np.ndarray]:
-    """0/1 predictions of an image model (UNet or full MAE+UperNet) for every input tile."""
+    """0/1 predictions of an image model (UNet or a whole backbone model) for every input tile."""
     model.eval()
     out = []
     for start in range(0, len(inputs), batch_size):
@@ -129,15 +174,36 @@ def predict_images(model: nn.Module, inputs: np.ndarray, amp: bool, batch_size: 
     return out
 
 
+def trainable_state(model: nn.Module, config: TrainConfig) -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of the weights training changes, part by part."""
+    return {name: copy.deepcopy(module.state_dict()) for name, module in trainable_modules(model, config).items()}
+
+
+def load_trainable_state(model: nn.Module, config: TrainConfig, state: dict[str, dict]) -> None:
+    for name, module in trainable_modules(model, config).items():
+        module.load_state_dict(state[name])
+
+
+def _caches(model, config: TrainConfig, train: TileArrays, val: TileArrays, train_cache, val_cache, progress):
+    if train_cache is None:
+        train_cache = encode_views(model.backbone, train.inputs, train.targets, config.views,
+                                   dtype=CACHE_DTYPES[config.cache_dtype], progress=progress,
+                                   desc="caching train features")
+    if val_cache is None:
+        val_cache = encode_views(model.backbone, val.inputs, val.targets, 1, dtype=CACHE_DTYPES[config.cache_dtype],
+                                 progress=progress, desc="caching val features")
+    return train_cache, val_cache
+
+
 def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArrays, scorer: ScorerFactory,
         train_cache: FeatureCache | None = None, val_cache: FeatureCache | None = None,
         progress: bool = True) -> FitResult:
-    """Train ``model`` (an MaeUperNet's head, or a UNet) and return its best-IoU state.
+    """Train ``model`` (a backbone model's head and tuned blocks, or a UNet) and return its best-IoU state.
 
     ``scorer`` makes the validation scorer (``scorer(task, pixel_size_m)``); the state with the best
-    validation IoU is kept. For backbone models with ``config.cached`` the backbone runs once per
-    (tile, view) to fill a feature cache (pass prebuilt caches to share them between runs);
-    otherwise every step runs it.
+    validation IoU is kept and loaded back into ``model``. For backbone models with
+    ``config.cached`` the frozen part runs once per (tile, view) to fill a feature cache (pass
+    prebuilt caches to share them between runs); otherwise every step runs the whole model.
     """
     if config.pixel_size_m is None:
         raise DemsegError("the training config has no pixel size: set it from the data before fitting")
@@ -146,50 +212,34 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     weights = class_weights(train.targets)
-    size = tuple(train.targets.shape[-2:])
-    is_mae = uses_backbone(config.model)
-    trainable = model.head if is_mae else model
-    cache_seconds = 0.0
-    if is_mae and config.cached:
-        started = time.perf_counter()
-        if train_cache is None:
-            train_cache = encode_views(model.backbone, train.inputs, train.targets, config.views,
-                                       dtype=CACHE_DTYPES[config.cache_dtype], progress=progress,
-                                       desc="caching train features")
-        if val_cache is None:
-            val_cache = encode_views(model.backbone, val.inputs, val.targets, 1,
-                                     dtype=CACHE_DTYPES[config.cache_dtype], progress=progress,
-                                     desc="caching val features")
-        cache_seconds = time.perf_counter() - started
-    optimizer, scheduler = make_optimizer([p for p in trainable.parameters() if p.requires_grad], config)
+    cached = uses_backbone(config.model) and config.cached and model.backbone.cacheable
+    started = time.perf_counter()
+    if cached:
+        train_cache, val_cache = _caches(model, config, train, val, train_cache, val_cache, progress)
+    optimizer, scheduler = make_optimizer(model, config)
+    amp = config.use_amp()
 
     def validate() -> dict[str, float]:
-        if is_mae and config.cached:
-            predictions = predict_head(trainable, val_cache, size, config.use_amp())
-        else:
-            predictions = predict_images(model, val.inputs, config.use_amp())
-        trainable.train()
+        predictions = (predict_cached(model, val_cache, val.inputs, amp) if cached
+                       else predict_images(model, val.inputs, amp))
+        model.train()
         return score_predictions(scorer(config.task, config.pixel_size_m), predictions, val.targets)
 
     best = FitResult({}, -1, {"iou": -1.0})
-    started = time.perf_counter()
-    trainable.train()
+    model.train()
     bar = tqdm(range(config.iters), desc=f"training {config.model} ({config.task}, {len(train)} tiles)",
                unit="it", disable=not progress)
     for step in bar:
         # the same (tile, view) draws feed both paths, so cached and uncached runs see the same batches
         tiles = rng.integers(0, len(train), config.batch_size)
         views = rng.integers(0, config.views, config.batch_size)
-        if is_mae and config.cached:
-            feats, target = train_cache.batch(tiles * config.views + views)
-            with _autocast(config.use_amp()):
-                logits = trainable(feats, size)
-        else:
-            x = torch.stack([dihedral(torch.from_numpy(train.inputs[t]), int(v)) for t, v in zip(tiles, views, strict=True)])
-            target = torch.stack([dihedral(torch.from_numpy(train.targets[t]), int(v))
-                                  for t, v in zip(tiles, views, strict=True)]).long()
-            with _autocast(config.use_amp()):
-                logits = trainable(model.backbone(x), size) if is_mae else model(x)
+        with _autocast(amp):
+            if cached:
+                logits, target = cached_logits(model, train_cache, tiles * config.views + views, train.inputs)
+            else:
+                logits = model(view_images(train.inputs, tiles, views))
+                target = torch.stack([dihedral(torch.from_numpy(train.targets[t]), int(v))
+                                      for t, v in zip(tiles, views, strict=True)]).long()
         loss = segmentation_loss(logits, target, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -201,9 +251,10 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
             best.history.append({"iter": step + 1, "loss": float(loss.detach()), **scores})
             if scores["iou"] > best.best_scores["iou"] or best.best_iter < 0:
                 best.best_scores, best.best_iter = scores, step + 1
-                best.best_state = copy.deepcopy(trainable.state_dict())
+                best.best_state = trainable_state(model, config)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_iou=f"{scores['iou']:.3f}",
                             best=f"{best.best_scores['iou']:.3f}")
-    best.train_seconds = time.perf_counter() - started + cache_seconds
-    trainable.load_state_dict(best.best_state)
+    best.train_seconds = time.perf_counter() - started
+    load_trainable_state(model, config, best.best_state)
+    model.eval()
     return best

@@ -79,6 +79,39 @@ def is_finished_run(folder: Path) -> bool:
     return (folder / "config.json").exists()
 
 
+INIT_MUST_MATCH = ("model", "task", "recipe", "arch", "head_width", "neck_width", "unet_width", "detail_width",
+                   "tile_size_px")
+
+
+def resolve_init(config: TrainConfig) -> TrainConfig:
+    """``config`` starting from the run ``config.init``: its backbone file as the weights; mismatches refused."""
+    if not config.init:
+        return config
+    run_dir = Path(config.init)
+    init = read_run_config(run_dir)
+    different = [f"{name} {getattr(init, name)!r} (this run: {getattr(config, name)!r})"
+                 for name in INIT_MUST_MATCH if getattr(init, name) != getattr(config, name)
+                 and (uses_backbone(config.model) or name in ("model", "task", "recipe", "unet_width", "tile_size_px"))]
+    if different:
+        raise DemsegError(f"--init {run_dir} was trained with other settings: {'; '.join(different)}")
+    if uses_backbone(config.model):
+        if not (run_dir / "backbone.safetensors").is_file():
+            raise DemsegError(f"--init {run_dir} holds no backbone.safetensors")
+        config = config.model_copy(update={"backbone_weights": str(run_dir / "backbone.safetensors")})
+    return config
+
+
+def apply_init(model: nn.Module, config: TrainConfig) -> None:
+    """Load the trained head (or UNet) of the run ``config.init`` into ``model`` (the backbone came with the build)."""
+    if not config.init:
+        return
+    path = Path(config.init) / "model.safetensors"
+    try:
+        trainable_part(model, config).load_state_dict(load_file(str(path)))
+    except Exception as exc:  # safetensors and torch raise several types for corrupt or mismatched files
+        raise DemsegError(f"--init weights do not fit this model: {path} ({str(exc).splitlines()[0][:120]})") from exc
+
+
 def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, scorer: ScorerFactory,
               overwrite: bool = False, progress: bool = True) -> dict[str, float]:
     """Train one model on a spec and write its run folder; returns the best validation scores.
@@ -87,10 +120,12 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, score
     :class:`demseg.evaluate.metrics.SegmentationScorer`).
     """
     with out_dir(out, overwrite, finished=is_finished_run) as folder:
+        config = resolve_init(config)
         data = load_split(spec_path, [config.task], config.split_config(), progress)
         config = config.model_copy(update={"pixel_size_m": data.pixel_size_m()})
         train_tiles, val_tiles, train, val = run_arrays(data, config)
         model = build(config, seed=config.seed)
+        apply_init(model, config)
         result = fit(config, model, train, val, scorer, progress=progress)
         save_run(folder, config, model, result, train_tiles, val_tiles, data)
     return {"best_iter": result.best_iter, **result.best_scores, "train_seconds": result.train_seconds}

@@ -1,0 +1,48 @@
+"""One set of defaults: the CLI and the Python configs give the same config for the same flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from demseg.cli import parse_configs
+from demseg.data.tiles import SplitConfig
+from demseg.evaluate.experiment import ExperimentConfig
+from demseg.predict.config import PredictConfig
+from demseg.pretrain.mae import PretrainConfig
+from demseg.train.config import TrainConfig
+
+CASES = [
+    (["train", "spec.yaml", "--out", "o"], "train", TrainConfig()),
+    (["train", "spec.yaml", "--out", "o", "--model", "unet", "--iters", "7", "--no-cache", "--recipe", "minmax",
+      "--neck-width", "0", "--backbone-weights", "random", "--train-tiles", "50"], "train",
+     TrainConfig(model="unet", iters=7, cached=False, recipe="minmax", neck_width=0, backbone_weights="random",
+                 train_tiles=50)),
+    (["experiment", "spec.yaml", "--out", "o"], "experiment", ExperimentConfig()),
+    (["experiment", "spec.yaml", "--out", "o", "--task", "buildings,roads", "--models", "unet", "--seeds", "5",
+      "--train-tiles", "10,50", "--iters", "500", "--head-width", "32"], "experiment",
+     ExperimentConfig(tasks=["buildings", "roads"], models=["unet"], seeds=5, train_tiles=[10, 50],
+                      base=TrainConfig(iters=500, head_width=32))),
+    (["predict", "run", "dem.tif", "--out", "o"], "predict", PredictConfig()),
+    (["predict", "run", "dem.tif", "--out", "o", "--overlap", "0.5", "--tta", "--min-area-m2", "3",
+      "--workers", "2", "--regularise"], "predict",
+     PredictConfig(overlap=0.5, tta=True, min_area_m2=3, workers=2, regularise=True)),
+    (["pretrain", "dems", "--out", "o"], "pretrain", PretrainConfig()),
+    (["pretrain", "dems", "--out", "o", "--arch", "small", "--steps", "9", "--crop-size-px", "112"], "pretrain",
+     PretrainConfig(arch="small", steps=9, crop_size_px=112)),
+    (["probe", "spec.yaml", "--val-tiles", "8", "--arch", "base"], "train", TrainConfig(val_tiles=8, arch="base")),
+    (["data", "check", "spec.yaml", "--tile-size-px", "64"], "split", SplitConfig(tile_size_px=64)),
+]
+
+
+@pytest.mark.parametrize("argv, name, expected", CASES, ids=[" ".join(c[0][:1] + c[0][3:5]) for c in CASES])
+def test_the_cli_and_python_build_the_same_config(argv, name, expected):
+    assert parse_configs(argv)[name] == expected
+
+
+def test_cli_help_shows_the_config_defaults_and_descriptions(capsys):
+    with pytest.raises(SystemExit):
+        parse_configs(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    field = TrainConfig.model_fields["head_width"]
+    assert f"(default {field.default})" in text
+    assert " ".join(field.description.split())[:40] in text
