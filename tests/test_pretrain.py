@@ -50,9 +50,103 @@ def test_pretrain_writes_encoder_checkpoint_previews_and_manifest(dem_folder, tm
 
 
 def test_fresh_mae_has_nonzero_sincos_position_embeddings():
-    model = build_mae(PretrainConfig(**TINY))
+    model = build_mae(PretrainConfig(**TINY)).mae
     assert model.vit.embeddings.position_embeddings[0, 1:].abs().sum() > 0
     assert model.decoder.decoder_pos_embed[0, 1:].abs().sum() > 0
+
+
+# --- DEM pretext objectives ------------------------------------------------------------------------
+
+
+def _batch(size=32, channels=2):
+    x = torch.randn(2, channels, size, size)
+    valid = torch.ones(2, size, size, dtype=torch.bool)
+    ground = torch.rand(2, size, size)
+    noise = torch.rand(2, (size // 16) ** 2)
+    return x, valid, ground, noise
+
+
+@pytest.mark.parametrize("objective, masked", [("mae", True), ("ground", False), ("mae+ground", True)])
+def test_each_objective_masks_and_predicts_what_it_says(objective, masked):
+    from demseg.pretrain.objectives import pretext_loss
+
+    model = build_mae(PretrainConfig(**{**TINY, "objective": objective}))
+    x, valid, ground, noise = _batch()
+    loss, parts = pretext_loss(model, x, valid, ground, noise, 0.5)
+    recon = 16 * 16 * 2
+    extra = 16 * 16 if "ground" in objective else 0
+    assert parts["logits"].shape == (2, 4, recon + extra)
+    assert bool(parts["mask"].any()) == masked  # the ground objective shows the encoder the whole crop
+    assert ("ground" in parts) == ("ground" in objective) and ("reconstruction" in parts) == ("mae" in objective)
+    loss.backward()
+    assert model.mae.vit.layers[0].mlp.fc1.weight.grad.abs().sum() > 0
+
+
+def test_ground_loss_counts_only_valid_pixels_with_a_known_ground():
+    from demseg.pretrain.objectives import ground_loss, patchify
+
+    ground = torch.full((1, 32, 32), 2.0)
+    valid = torch.ones(1, 32, 32, dtype=torch.bool)
+    prediction = patchify(ground[:, None], 16).clone()
+    assert float(ground_loss(prediction, ground, valid, 16)) == 0.0
+    prediction[0, 0] += 10.0  # wrong in the first patch only
+    ground[0, :16, :16] = float("nan")  # ... where the ground is unknown
+    assert float(ground_loss(prediction, ground, valid, 16)) == 0.0
+    ground[0, :16, :16] = 2.0
+    valid[0, :16, :16] = False  # ... or where there is no elevation
+    assert float(ground_loss(prediction, ground, valid, 16)) == 0.0
+    valid[0, :16, :16] = True
+    assert float(ground_loss(prediction, ground, valid, 16)) == pytest.approx(100.0 / 4)
+
+
+def test_ground_targets_are_the_height_above_the_dtm_and_inputs_never_see_the_dtm(tmp_path):
+    from demseg.data.normalise import normalise_tile
+    from demseg.pretrain.sources import DemSource, crops_from, load_rasters
+
+    rows, cols = np.mgrid[0:96, 0:96]
+    dtm = (10 + 0.05 * rows).astype(np.float32)
+    dsm = dtm.copy()
+    dsm[30:60, 30:60] += 12.0
+    write_raster(tmp_path / "dsm.tif", dsm, pixel_size_m=0.5)
+    write_raster(tmp_path / "dtm.tif", dtm, pixel_size_m=0.5)
+    rasters, _ = load_rasters([DemSource("a", tmp_path / "dsm.tif", tmp_path / "dtm.tif")], 96)
+    pool = crops_from(rasters, 96, "relief", 1, np.random.default_rng(0), input_dtm=False)
+    assert np.allclose(pool.ground[0].astype(np.float32), (dsm - dtm) / 10.0, atol=1e-2)
+    without_dtm = normalise_tile(dsm, np.ones_like(dsm, bool), "relief", 0.5, None)
+    assert np.allclose(pool.inputs[0, 0].astype(np.float32), without_dtm, atol=1e-2)
+
+
+def test_the_ground_objective_needs_a_dtm_or_synthetic_scenes(dem_folder, tmp_path):
+    with pytest.raises(DemsegError, match="no source has a DTM"):
+        pretrain([dem_folder], PretrainConfig(**{**TINY, "objective": "ground"}), tmp_path / "g", progress=False)
+    config = PretrainConfig(**{**TINY, "objective": "mae+ground", "synthetic_scenes": 1, "synthetic_size_px": 96,
+                               "refresh_every": 2})
+    summary = pretrain([dem_folder], config, tmp_path / "g", progress=False)
+    assert np.isfinite(summary["final_loss"])
+    assert json.loads((tmp_path / "g" / "encoder.json").read_text())["objective"] == "mae+ground"
+
+
+def test_synthetic_refreshes_resume_exactly(tmp_path):
+    config = PretrainConfig(**{**TINY, "objective": "ground", "synthetic_scenes": 1, "synthetic_size_px": 96,
+                               "refresh_every": 2})
+    pretrain([], config, tmp_path / "straight", progress=False)
+    pretrain([], config, tmp_path / "resumed", progress=False, stop_after=3)
+    pretrain([], config, tmp_path / "resumed", resume=True, progress=False)
+    straight, resumed = _encoder(tmp_path / "straight"), _encoder(tmp_path / "resumed")
+    for key in straight:
+        assert torch.allclose(straight[key], resumed[key], atol=1e-6), key
+
+
+def test_excluded_validation_regions_are_never_cropped(tmp_path):
+    from demseg.pretrain.sources import DemSource, _touches, load_rasters
+
+    rows, cols = np.mgrid[0:128, 0:128]
+    write_raster(tmp_path / "dsm.tif", (10 + 0.01 * rows).astype(np.float32), pixel_size_m=1.0)
+    # the excluded box covers the raster's top-left quarter (origin 500000, 5700000 in conftest)
+    region = ("EPSG:32631", (500000.0, 5700000.0 - 64.0, 500064.0, 5700000.0))
+    rasters, _ = load_rasters([DemSource("a", tmp_path / "dsm.tif")], 32, [region])
+    assert rasters[0].excluded == [(0, 0, 64, 64)]
+    assert _touches(rasters[0].excluded, 40, 40, 32) and not _touches(rasters[0].excluded, 64, 0, 32)
 
 
 def test_resumed_run_equals_an_uninterrupted_one(dem_folder, tmp_path):

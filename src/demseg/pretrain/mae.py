@@ -1,11 +1,15 @@
-"""MAE pre-training of a ViT on unlabelled DEM crops, single process or under torchrun (DDP).
+"""Pre-training of a ViT encoder on unlabelled DEM crops (MAE and DEM pretext tasks), one process or torchrun (DDP).
 
 Recipe (He et al. 2021, PRETRAIN.md): mask 75 % of 16 px patches, reconstruct them with a light
-decoder, loss = MSE on per-patch-normalised pixels of the masked patches only. demseg adds:
-patches that are mostly nodata are excluded from the loss, and invalid pixels inside kept
-patches do not count. AdamW (betas 0.9/0.95, weight decay 0.05), lr = base_lr x batch / 256,
-linear warm-up then cosine decay. All randomness of step ``k`` comes from ``(seed, k)``, so a
-run resumed from a checkpoint continues exactly as an uninterrupted one would.
+decoder, loss = MSE on per-patch-normalised pixels of the masked patches only; AdamW (betas
+0.9/0.95, weight decay 0.05), lr = base_lr x batch / 256, linear warm-up then cosine decay.
+demseg adds: patches that are mostly nodata are excluded from the loss and invalid pixels inside
+kept patches do not count; DEM pretext objectives (``--objective ground`` predicts the height
+above ground from the surface model alone, see :mod:`demseg.pretrain.objectives`); synthetic
+scenes generated afresh as training goes on (``--synthetic-scenes``, ``--refresh-every``); and
+regions that must never be seen (``--exclude SPEC``: the validation tiles of a benchmark). All
+randomness of step ``k`` comes from ``(seed, k)`` and the synthetic scenes of a refresh from
+``(seed, refresh)``, so a run resumed from a checkpoint continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -30,13 +34,13 @@ from transformers import ViTMAEForPreTraining
 from demseg.data.augment import dihedral
 from demseg.data.normalise import DEFAULT_RECIPE, recipe_channels
 from demseg.errors import DemsegError
-from demseg.io.atomic import write_text_atomic
+from demseg.io.atomic import atomic_path, write_text_atomic
 from demseg.io.folders import out_dir
 from demseg.models.precision import resolve_precision
 from demseg.models.vit import init_sincos_position_embeddings, mae_config
 from demseg.models.weights import save_encoder
-from demseg.pretrain.objectives import masked_patch_loss
-from demseg.pretrain.sources import CropPool, build_crop_pool, discover_sources
+from demseg.pretrain.objectives import PretextModel, has_ground, pretext_loss
+from demseg.pretrain.sources import CropPool, crops_from, discover_sources, load_rasters, synthetic_rasters
 
 CHECKPOINT_FORMAT = "demseg-mae-pretrain/1"
 
@@ -70,10 +74,28 @@ class PretrainConfig(BaseModel):
                             "bf16 and fp32 on this CPU (measured).")
     device: str = Field("cpu", description="cpu or cuda.")
     checkpoint_every: int = Field(200, gt=0, description="Save a resumable checkpoint every N steps.")
+    objective: Literal["mae", "ground", "mae+ground"] = Field(
+        "mae", description="mae: reconstruct masked patches; ground: predict the height above ground (nDSM) from "
+                           "the surface model alone; mae+ground: both (see demseg.pretrain.objectives).")
+    ground_weight: float = Field(1.0, ge=0, description="Weight of the ground loss in mae+ground.")
+    synthetic_scenes: int = Field(0, ge=0, description="Synthetic scenes generated per refresh (0: none); they "
+                                                       "always have a DTM.")
+    synthetic_size_px: int = Field(896, gt=0, description="Side of each synthetic scene (at 0.5 m).")
+    synthetic_share: float = Field(0.5, ge=0, le=1, description="Share of the crop pool cut from synthetic scenes "
+                                                                "when there are also file sources.")
+    refresh_every: int = Field(0, ge=0, description="Steps between fresh synthetic scenes (0: one set for the "
+                                                    "whole run).")
+    exclude: list[str] = Field([], description="Dataset specs whose validation tiles (the default split) are never "
+                                               "cropped, e.g. the benchmark the encoder will be scored on.")
 
     @property
     def crop_px(self) -> int:
         return self.crop_size_px or self.tile_size_px
+
+    @property
+    def input_dtm(self) -> bool:
+        """Whether inputs are normalised with the DTM: not for ground objectives (it is the answer)."""
+        return not has_ground(self.objective)
 
     @property
     def lr(self) -> float:
@@ -89,23 +111,25 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def build_mae(config: PretrainConfig) -> ViTMAEForPreTraining:
-    """A randomly initialised ViTMAEForPreTraining with fixed sin-cos position embeddings."""
+def build_mae(config: PretrainConfig) -> PretextModel:
+    """A randomly initialised pre-training model for the objective, with fixed sin-cos position embeddings."""
     if config.crop_px % config.patch_size:
         raise DemsegError(f"crop size {config.crop_px} px is not a multiple of the patch size "
                           f"{config.patch_size} px")
     if config.crop_px > config.tile_size_px:
         raise DemsegError(f"crop size {config.crop_px} px is larger than the tile size {config.tile_size_px} px")
     torch.manual_seed(config.seed)
+    # the ground objective shows the encoder the whole crop, as downstream
+    mask_ratio = 0.0 if config.objective == "ground" else config.mask_ratio
     mae_cfg = mae_config(config.arch, recipe_channels(config.recipe), config.crop_px, config.patch_size,
-                         config.decoder_layers, config.decoder_width, config.mask_ratio)
+                         config.decoder_layers, config.decoder_width, mask_ratio)
     mae_cfg.norm_pix_loss = True
-    model = ViTMAEForPreTraining(mae_cfg)
+    mae = ViTMAEForPreTraining(mae_cfg)
     # transformers leaves these tables at zero on random init
-    init_sincos_position_embeddings(model)
-    model.vit.embeddings.position_embeddings.requires_grad_(False)
-    model.decoder.decoder_pos_embed.requires_grad_(False)
-    return model
+    init_sincos_position_embeddings(mae)
+    mae.vit.embeddings.position_embeddings.requires_grad_(False)
+    mae.decoder.decoder_pos_embed.requires_grad_(False)
+    return PretextModel(mae, config.objective)
 
 
 def lr_factor(step: int, steps: int, warmup_fraction: float) -> float:
@@ -118,22 +142,23 @@ def lr_factor(step: int, steps: int, warmup_fraction: float) -> float:
 
 
 def _batch(pool: CropPool, config: PretrainConfig, step: int, rank: int, world: int, num_patches: int,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """This process's share of step ``step``'s global batch; drawn from (seed, step) alone."""
+           device: torch.device) -> tuple[torch.Tensor, ...]:
+    """This process's share of step ``step``'s global batch (inputs, valid, ground, noise); from (seed, step) alone."""
     rng = np.random.default_rng([config.seed, step])
     rows = rng.integers(0, len(pool), config.batch_size)
     views = rng.integers(0, 8, config.batch_size)
     noise = torch.from_numpy(rng.random((config.batch_size, num_patches), dtype=np.float32))
     crop = config.crop_px
     offsets = rng.integers(0, config.tile_size_px - crop + 1, (config.batch_size, 2))
-    mine = range(rank, config.batch_size, world)
-    x = torch.stack([dihedral(torch.from_numpy(
-        pool.inputs[rows[i], :, offsets[i, 0]:offsets[i, 0] + crop, offsets[i, 1]:offsets[i, 1] + crop]
-        .astype(np.float32)), int(views[i])) for i in mine])
-    m = torch.stack([dihedral(torch.from_numpy(
-        pool.valid[rows[i], offsets[i, 0]:offsets[i, 0] + crop, offsets[i, 1]:offsets[i, 1] + crop]),
-        int(views[i])) for i in mine])
-    return x.to(device), m.to(device), noise[rank::world].to(device)
+    mine = list(range(rank, config.batch_size, world))
+
+    def cut(array: np.ndarray, i: int) -> torch.Tensor:
+        window = array[rows[i], ..., offsets[i, 0]:offsets[i, 0] + crop, offsets[i, 1]:offsets[i, 1] + crop]
+        data = window.astype(np.float32) if array.dtype == np.float16 else window
+        return dihedral(torch.from_numpy(np.ascontiguousarray(data)), int(views[i]))
+
+    batch = [torch.stack([cut(array, i) for i in mine]).to(device) for array in (pool.inputs, pool.valid, pool.ground)]
+    return (*batch, noise[rank::world].to(device))
 
 
 def _config_json(config: PretrainConfig, step: int, extra: dict | None = None) -> dict:
@@ -141,18 +166,19 @@ def _config_json(config: PretrainConfig, step: int, extra: dict | None = None) -
             "normalisation": config.recipe, "patch_size": config.patch_size, "image_size": config.crop_px,
             "normalised_tile_size": config.tile_size_px,
             "mask_ratio": config.mask_ratio, "decoder_layers": config.decoder_layers,
-            "decoder_width": config.decoder_width, "step": step, "method": "MAE pre-training on DEMs (demseg)",
+            "decoder_width": config.decoder_width, "step": step, "method": f"{config.objective} pre-training on DEMs (demseg)",
             "pretrain_config": json.loads(config.model_dump_json()), **(extra or {})}
 
 
-def save_checkpoint(out: Path, model: ViTMAEForPreTraining, optimizer, config: PretrainConfig, step: int,
+def save_checkpoint(out: Path, model: PretextModel, optimizer, config: PretrainConfig, step: int,
                     losses: list[float]) -> None:
     """A resumable checkpoint in ``out/last`` (swapped in whole) and the encoder alone in ``out``."""
     staging = out / ".last.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(staging / "mae.safetensors"))
+    state = {k: v.detach().float().contiguous() for k, v in model.mae.state_dict().items()}
+    with atomic_path(staging / "mae.safetensors") as tmp:
+        save_file(state, str(tmp))
     (staging / "mae.json").write_text(json.dumps(_config_json(config, step), indent=2))
     torch.save({"optimizer": optimizer.state_dict(), "step": step, "losses": losses}, staging / "resume.pt")
     previous = out / ".last.old"
@@ -162,11 +188,12 @@ def save_checkpoint(out: Path, model: ViTMAEForPreTraining, optimizer, config: P
     os.replace(staging, out / "last")
     shutil.rmtree(previous, ignore_errors=True)
     meta = _config_json(config, step)
-    save_encoder(model, out / "encoder.safetensors",
-                 {k: meta[k] for k in ("normalisation", "step", "method", "pretrain_config")} | {"source": "demseg pretrain"})
+    save_encoder(model.mae, out / "encoder.safetensors",
+                 {k: meta[k] for k in ("normalisation", "step", "method", "pretrain_config")}
+                 | {"source": "demseg pretrain", "objective": config.objective, "input_dtm": config.input_dtm})
 
 
-def load_checkpoint(out: Path, model: ViTMAEForPreTraining, optimizer, config: PretrainConfig) -> tuple[int, list]:
+def load_checkpoint(out: Path, model: PretextModel, optimizer, config: PretrainConfig) -> tuple[int, list]:
     """Restore model and optimizer from ``out/last``; refuse a checkpoint of another tool or arch."""
     last = out / "last"
     meta_path = last / "mae.json"
@@ -179,13 +206,14 @@ def load_checkpoint(out: Path, model: ViTMAEForPreTraining, optimizer, config: P
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise DemsegError(f"{out} holds a checkpoint of another tool or format, not demseg MAE pre-training")
     saved = PretrainConfig.model_validate(meta["pretrain_config"])
-    for key in ("arch", "recipe", "tile_size_px", "crop_size_px", "patch_size", "decoder_layers", "decoder_width", "batch_size",
-                "steps", "seed", "mask_ratio"):
+    for key in ("arch", "recipe", "tile_size_px", "crop_size_px", "patch_size", "decoder_layers", "decoder_width",
+                "batch_size", "steps", "seed", "mask_ratio", "objective", "synthetic_scenes", "refresh_every",
+                "synthetic_share", "synthetic_size_px", "pool_size", "exclude"):
         if getattr(saved, key) != getattr(config, key):
             raise DemsegError(f"cannot resume: the checkpoint in {out} has {key}={getattr(saved, key)!r}, "
                               f"this run asks {key}={getattr(config, key)!r}")
     try:
-        model.load_state_dict(load_file(str(last / "mae.safetensors")))
+        model.mae.load_state_dict(load_file(str(last / "mae.safetensors")))
         state = torch.load(last / "resume.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign files surface as many exception types
         raise DemsegError(f"cannot read the checkpoint in {last}: {str(exc).splitlines()[0][:160]}") from exc
@@ -219,6 +247,68 @@ def pretrain(sources: list[str | Path], config: PretrainConfig, out: str | Path,
         return _pretrain(sources, config, out, resume, progress, stop_after, rank, world)
 
 
+class Pools:
+    """The crops training draws from: file sources cut once, synthetic scenes replaced every ``refresh_every`` steps."""
+
+    def __init__(self, sources, config: PretrainConfig, progress: bool):
+        self.config = config
+        self.progress = progress
+        found = discover_sources(sources) if sources else []
+        excluded = excluded_regions(config)
+        rasters, self.skipped = load_rasters(found, config.tile_size_px, excluded) if found else ([], [])
+        if not rasters and not config.synthetic_scenes:
+            raise DemsegError(f"no DEM is at least {config.tile_size_px} px on both sides and no synthetic scenes "
+                              "were asked (--synthetic-scenes): no tiles to pre-train on")
+        if has_ground(config.objective) and not config.synthetic_scenes and all(r.dtm is None for r in rasters):
+            raise DemsegError(f"--objective {config.objective} needs ground truth: no source has a DTM; add sources "
+                              "with one (a spec's dtm, or dtm.tif beside dsm.tif) or synthetic scenes "
+                              "(--synthetic-scenes N)")
+        self.sources = found
+        share = config.synthetic_share if rasters else 1.0
+        self.synthetic_count = int(round(config.pool_size * share)) if config.synthetic_scenes else 0
+        self.fixed = (crops_from(rasters, config.tile_size_px, config.recipe, config.pool_size - self.synthetic_count,
+                                 np.random.default_rng(config.seed), config.min_valid_fraction, config.input_dtm,
+                                 progress) if rasters and config.pool_size > self.synthetic_count else None)
+        self.refresh, self.pool = -1, None
+
+    def at(self, step: int) -> CropPool:
+        """The pool of step ``step`` (the same for a resumed run as for an uninterrupted one)."""
+        refresh = step // self.config.refresh_every if self.config.refresh_every else 0
+        if self.pool is None or (self.synthetic_count and refresh != self.refresh):
+            self.refresh, self.pool = refresh, self._build(refresh)
+        return self.pool
+
+    def _build(self, refresh: int) -> CropPool:
+        if not self.synthetic_count:
+            return self.fixed
+        seed = int(np.random.SeedSequence([self.config.seed, 7919, refresh]).generate_state(1)[0])
+        size_px = max(self.config.tile_size_px, self.config.synthetic_size_px)
+        rasters = synthetic_rasters(seed, self.config.synthetic_scenes, size_px)
+        synthetic = crops_from(rasters, self.config.tile_size_px, self.config.recipe, self.synthetic_count,
+                               np.random.default_rng(seed), self.config.min_valid_fraction, self.config.input_dtm,
+                               self.progress, desc=f"cutting crops of {len(rasters)} synthetic scenes")
+        return synthetic if self.fixed is None else self.fixed.concatenate(synthetic)
+
+
+def excluded_regions(config: PretrainConfig) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """(CRS, bounds) of every validation tile of the ``exclude`` specs (their default split)."""
+    from demseg.data.dataset import load_split
+    from demseg.data.tiles import SplitConfig
+
+    regions = []
+    for spec in config.exclude:
+        data = load_split(spec, [], SplitConfig(tile_size_px=config.tile_size_px), progress=False)
+        regions += [(t.crs, t.bounds) for t in data.tiles if t.split == "val"]
+    return regions
+
+
+def _optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+
+
 def _pretrain(sources, config: PretrainConfig, out: Path, resume: bool, progress: bool, stop_after: int | None,
               rank: int, world: int) -> dict:
     from tqdm.auto import tqdm
@@ -227,32 +317,26 @@ def _pretrain(sources, config: PretrainConfig, out: Path, resume: bool, progress
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DemsegError("--device cuda asked but no CUDA device is available")
     model = build_mae(config)
-    found = discover_sources(sources)
-    pool, skipped = build_crop_pool(found, config.tile_size_px, config.recipe, config.pool_size, config.seed,
-                                    config.min_valid_fraction, progress and rank == 0)
+    pools = Pools(sources, config, progress and rank == 0)
     model.to(device)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    optimizer = _optimizer(model, config)
     start, losses = (load_checkpoint(out, model, optimizer, config) if resume else (0, []))
-    train_model = model
-    if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(model)
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     num_patches = (config.crop_px // config.patch_size) ** 2
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     in_sync = True
     started = time.perf_counter()
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
-    bar = tqdm(range(start, end), desc=f"MAE pre-training ({config.arch})", unit="step", initial=start,
-               total=config.steps, disable=not (progress and rank == 0))
+    bar = tqdm(range(start, end), desc=f"{config.objective} pre-training ({config.arch})", unit="step",
+               initial=start, total=config.steps, disable=not (progress and rank == 0))
     model.train()
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step, config.steps, config.warmup_fraction)
-        x, valid, noise = _batch(pool, config, step, rank, world, num_patches, device)
+        x, valid, ground, noise = _batch(pools.at(step), config, step, rank, world, num_patches, device)
         with autocast:
-            loss = masked_patch_loss(model, x, valid, noise, config.min_patch_valid_fraction, train_model)[0]
+            loss = pretext_loss(model, x, valid, ground, noise, config.min_patch_valid_fraction,
+                                config.ground_weight, train_model)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -273,7 +357,7 @@ def _pretrain(sources, config: PretrainConfig, out: Path, resume: bool, progress
                "ranks_in_sync": in_sync, "seconds_this_invocation": round(seconds, 1),
                "images_per_second": round((end - start) * config.batch_size / max(seconds, 1e-9), 2)}
     if rank == 0:
-        _write_reports(out, model, pool, config, losses, found, skipped, summary)
+        _write_reports(out, model, pools, config, losses, summary, max(start, end - 1))
     if dist.is_initialized():
         dist.barrier()
     return summary
@@ -290,11 +374,12 @@ def _holds_checkpoint(folder: Path) -> bool:
     return (folder / "last").exists() or (folder / "encoder.safetensors").exists()
 
 
-def _write_reports(out: Path, model, pool: CropPool, config: PretrainConfig, losses: list[float], sources,
-                   skipped: list[str], summary: dict) -> None:
+def _write_reports(out: Path, model, pools: Pools, config: PretrainConfig, losses: list[float], summary: dict,
+                   last_step: int) -> None:
     from demseg.io.provenance import file_sha256, package_versions
     from demseg.pretrain.report import plot_loss, reconstruction_preview
 
+    pool = pools.at(last_step)
     write_text_atomic(out / "loss.csv", "step,loss\n" + "".join(f"{i + 1},{v:.6f}\n" for i, v in enumerate(losses)))
     plot_loss(losses, out / "loss.png")
     reconstruction_preview(model, pool, config, out / "reconstruction.png")
@@ -302,8 +387,12 @@ def _write_reports(out: Path, model, pool: CropPool, config: PretrainConfig, los
         "command": " ".join(sys.argv),
         "config": json.loads(config.model_dump_json()),
         "versions": package_versions(),
-        "sources": [{"id": s.id, "dem": str(s.dem), "sha256": file_sha256(s.dem)} for s in sources],
-        "skipped_sources": skipped,
+        "sources": [{"id": s.id, "dem": str(s.dem), "sha256": file_sha256(s.dem),
+                     "dtm_sha256": file_sha256(s.dtm) if s.dtm else None} for s in pools.sources],
+        "skipped_sources": pools.skipped,
+        "synthetic": {"scenes_per_refresh": config.synthetic_scenes, "refresh_every": config.refresh_every,
+                      "crops": pools.synthetic_count},
+        "excluded_regions": len(excluded_regions(config)),
         "crops": len(pool),
         "crops_per_source": {sid: pool.source_ids.count(sid) for sid in sorted(set(pool.source_ids))},
         "loss_first_last": [losses[0], losses[-1]] if losses else None,

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from demseg.io.atomic import atomic_path
-from demseg.pretrain.objectives import masked_patch_loss
+from demseg.pretrain.objectives import has_ground, patchify, pretext_loss
 
 
 def plot_loss(losses: list[float], path: Path) -> Path:
@@ -36,38 +36,60 @@ def plot_loss(losses: list[float], path: Path) -> Path:
     return path
 
 
+def _panels(model, pool, config, count: int) -> list[list[tuple]]:
+    """Per crop: (image, title, colour range) panels of the input and what the objective predicts."""
+    crop = config.crop_px
+    x = torch.from_numpy(pool.inputs[:count, :, :crop, :crop].astype(np.float32))
+    valid = torch.from_numpy(pool.valid[:count, :crop, :crop])
+    ground = torch.from_numpy(pool.ground[:count, :crop, :crop].astype(np.float32))
+    num_patches = (crop // config.patch_size) ** 2
+    noise = torch.from_numpy(np.random.default_rng(config.seed).random((count, num_patches), dtype=np.float32))
+    _, parts = pretext_loss(model, x, valid, ground, noise, config.min_patch_valid_fraction)
+    logits, mask = parts["logits"].float(), parts["mask"][..., None]
+    patch, channels = config.patch_size, x.shape[1]
+    rows = []
+    for i in range(count):
+        low, high = float(x[i, 0].min()), float(x[i, 0].max())
+        row = [(x[i, 0], "input (channel 0)", (low, high))]
+        if "mean" in parts:
+            prediction = logits[..., :model.recon_width] * (parts["var"] + 1e-6).sqrt() + parts["mean"]
+            patches = patchify(x, patch)
+            pasted = unpatchify(patches * (1 - mask) + prediction * mask, crop, patch, channels)
+            row += [(unpatchify(patches * (1 - mask), crop, patch, channels)[i, 0], "masked input", (low, high)),
+                    (pasted[i, 0], "reconstruction", (low, high))]
+        if has_ground(model.objective):
+            predicted = unpatchify(logits[..., model.recon_width:], crop, patch, 1)[i, 0]
+            top = float(np.nanmax(ground[i].numpy())) if torch.isfinite(ground[i]).any() else 1.0
+            row += [(ground[i], "height above ground (truth)", (0.0, top)),
+                    (predicted, "height above ground (predicted)", (0.0, top))]
+        rows.append(row)
+    return rows
+
+
+def unpatchify(patches: torch.Tensor, size: int, patch: int, channels: int) -> torch.Tensor:
+    """(B, L, p*p*C) -> (B, C, size, size), the inverse of ``patchify``."""
+    grid = size // patch
+    x = patches.reshape(patches.shape[0], grid, grid, patch, patch, channels)
+    return torch.einsum("nhwpqc->nchpwq", x).reshape(patches.shape[0], channels, size, size)
+
+
 @torch.no_grad()
 def reconstruction_preview(model, pool, config, path: Path, count: int = 4) -> Path:
-    """reconstruction.png: per crop, channel 0 of the input, the masked input and the reconstruction."""
+    """reconstruction.png: per crop, the input and what the objective predicts (masked patches, nDSM)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     model.eval()
-    count = min(count, len(pool))
-    crop = config.crop_px
-    x = torch.from_numpy(pool.inputs[:count, :, :crop, :crop].astype(np.float32))
-    valid = torch.from_numpy(pool.valid[:count, :crop, :crop])
-    num_patches = (crop // config.patch_size) ** 2
-    noise = torch.from_numpy(np.random.default_rng(config.seed).random((count, num_patches), dtype=np.float32))
-    _, parts = masked_patch_loss(model, x, valid, noise, config.min_patch_valid_fraction)
-    outputs, mean, var = parts["outputs"], parts["mean"], parts["var"]
-    mask = outputs.mask[..., None]
-    prediction = outputs.logits.float() * (var + 1e-6).sqrt() + mean  # undo the per-patch normalisation
-    patches = model.patchify(x)
-    pasted = model.unpatchify(patches * (1 - mask) + prediction * mask, (crop, crop))
-    masked = model.unpatchify(patches * (1 - mask), (crop, crop))
-    fig, axes = plt.subplots(count, 3, figsize=(7.5, 2.5 * count), squeeze=False)
-    for row in range(count):
-        low, high = float(x[row, 0].min()), float(x[row, 0].max())
-        for col, (image, name) in enumerate([(x[row, 0], "input (channel 0)"), (masked[row, 0], "masked 75 %"),
-                                             (pasted[row, 0], "reconstruction")]):
-            axes[row, col].imshow(image.numpy(), cmap="terrain", vmin=low, vmax=high)
-            axes[row, col].set_axis_off()
-            if row == 0:
-                axes[row, col].set_title(name, fontsize=9)
+    rows = _panels(model, pool, config, min(count, len(pool)))
+    fig, axes = plt.subplots(len(rows), len(rows[0]), figsize=(2.5 * len(rows[0]), 2.5 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, (image, name, (low, high)) in enumerate(row):
+            axes[r, c].imshow(image.numpy(), cmap="terrain", vmin=low, vmax=high)
+            axes[r, c].set_axis_off()
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")

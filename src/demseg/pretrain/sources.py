@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demseg.data.normalise import normalise_tile
+from demseg.data.normalise import RELIEF_SCALE_M, normalise_tile
 from demseg.errors import DemsegError
 from demseg.io.raster import DemRaster, read_dem
 
@@ -51,58 +51,127 @@ def discover_sources(paths: list[str | Path]) -> list[DemSource]:
 
 @dataclass
 class CropPool:
-    """Normalised random crops (float16) and their validity masks, drawn once and reused with augmentation."""
+    """Normalised random crops (float16), their validity masks and ground targets, drawn once, reused with augmentation.
+
+    ``ground`` is the height above the bare earth (nDSM) in the relief channel's units (10 m),
+    NaN where unknown: sources without a DTM have no ground target.
+    """
 
     inputs: np.ndarray  # (N, C, S, S) float16
     valid: np.ndarray  # (N, S, S) bool
+    ground: np.ndarray  # (N, S, S) float16, NaN where unknown
     source_ids: list[str]
 
     def __len__(self) -> int:
         return len(self.inputs)
 
+    @staticmethod
+    def empty(count: int, channels: int, size_px: int) -> CropPool:
+        return CropPool(np.zeros((count, channels, size_px, size_px), np.float16),
+                        np.zeros((count, size_px, size_px), bool),
+                        np.full((count, size_px, size_px), np.nan, np.float16), [])
 
-def build_crop_pool(sources: list[DemSource], size_px: int, recipe: str, count: int, seed: int,
-                    min_valid_fraction: float = 0.5, progress: bool = True) -> tuple[CropPool, list[str]]:
-    """``count`` random crops over all sources (weighted by valid area); returns the pool and skipped sources."""
-    from tqdm.auto import tqdm
+    def concatenate(self, other: CropPool) -> CropPool:
+        return CropPool(np.concatenate([self.inputs, other.inputs]), np.concatenate([self.valid, other.valid]),
+                        np.concatenate([self.ground, other.ground]), self.source_ids + other.source_ids)
 
-    rasters: list[tuple[DemSource, DemRaster, np.ndarray | None]] = []
-    skipped = []
+
+@dataclass
+class _Raster:
+    """A loaded source: elevation, validity, optional DTM, its grid and excluded pixel boxes."""
+
+    id: str
+    elevation: np.ndarray
+    valid: np.ndarray
+    dtm: np.ndarray | None
+    pixel_size_m: float
+    excluded: list[tuple[int, int, int, int]]  # (row0, col0, row1, col1) windows that must not be cropped
+
+
+def _excluded_windows(dem: DemRaster, regions: list[tuple[str, tuple[float, float, float, float]]]
+                      ) -> list[tuple[int, int, int, int]]:
+    """Pixel windows of ``dem`` covering the excluded map boxes that share its CRS."""
+    windows = []
+    crs = dem.grid.crs.to_string()
+    inverse = ~dem.grid.transform
+    for region_crs, (left, bottom, right, top) in regions:
+        if region_crs != crs:
+            continue
+        cols, rows = zip(*(inverse * corner for corner in ((left, top), (right, bottom))), strict=True)
+        windows.append((int(np.floor(min(rows))), int(np.floor(min(cols))), int(np.ceil(max(rows))),
+                        int(np.ceil(max(cols)))))
+    return windows
+
+
+def _touches(windows: list[tuple[int, int, int, int]], row: int, col: int, size: int) -> bool:
+    return any(row < r1 and row + size > r0 and col < c1 and col + size > c0 for r0, c0, r1, c1 in windows)
+
+
+def load_rasters(sources: list[DemSource], size_px: int,
+                 excluded: list[tuple[str, tuple[float, float, float, float]]] = ()) -> tuple[list[_Raster], list[str]]:
+    """The sources large enough for a crop, loaded, with their excluded windows; and the skipped ones."""
+    rasters, skipped = [], []
     for source in sources:
         dem = read_dem(source.dem, what=f"DEM {source.dem}")
         if min(dem.grid.shape) < size_px:
             skipped.append(f"{source.id} ({dem.grid.width}x{dem.grid.height} px is smaller than a "
                            f"{size_px} px crop)")
             continue
-        dtm = read_dem(source.dtm).elevation if source.dtm else None
-        rasters.append((source, dem, dtm))
-    if not rasters:
-        raise DemsegError(f"no DEM is at least {size_px} px on both sides: no tiles to pre-train on")
-    weights = np.array([dem.valid_mask.sum() for _, dem, _ in rasters], dtype=float)
+        dtm = read_dem(source.dtm, crs=dem.grid.crs).elevation if source.dtm else None
+        rasters.append(_Raster(source.id, dem.elevation, dem.valid_mask, dtm, dem.grid.pixel_size_m,
+                               _excluded_windows(dem, list(excluded))))
+    return rasters, skipped
+
+
+def crops_from(rasters: list[_Raster], size_px: int, recipe: str, count: int, rng: np.random.Generator,
+               min_valid_fraction: float = 0.5, input_dtm: bool = True, progress: bool = False,
+               desc: str = "cutting pre-training crops") -> CropPool:
+    """``count`` random crops over ``rasters`` (weighted by valid area), avoiding excluded windows.
+
+    With ``input_dtm`` False the inputs are normalised without the DTM (relief from the
+    morphological ground estimate), as a DSM-only user's would be; the DTM then only makes targets.
+    """
+    from tqdm.auto import tqdm
+
+    weights = np.array([r.valid.sum() for r in rasters], dtype=float)
     weights /= weights.sum()
-    rng = np.random.default_rng(seed)
     channels = normalise_tile(np.zeros((4, 4), np.float32), np.ones((4, 4), bool), recipe).shape[0]
-    inputs = np.zeros((count, channels, size_px, size_px), np.float16)
-    valid_out = np.zeros((count, size_px, size_px), bool)
-    ids = []
+    pool = CropPool.empty(count, channels, size_px)
     attempts = 0
-    with tqdm(total=count, desc="cutting pre-training crops", unit="crop", disable=not progress) as bar:
-        while len(ids) < count:
+    with tqdm(total=count, desc=desc, unit="crop", disable=not progress) as bar:
+        while len(pool.source_ids) < count:
             attempts += 1
             if attempts > 50 * count:
-                raise DemsegError(f"fewer than {count} crops have >= {min_valid_fraction:.0%} valid pixels: "
-                                  "no tiles left after the nodata filter")
-            source, dem, dtm = rasters[rng.choice(len(rasters), p=weights)]
-            row = rng.integers(0, dem.grid.height - size_px + 1)
-            col = rng.integers(0, dem.grid.width - size_px + 1)
+                raise DemsegError(f"fewer than {count} crops have >= {min_valid_fraction:.0%} valid pixels outside "
+                                  "the excluded regions: no tiles left to pre-train on")
+            raster = rasters[rng.choice(len(rasters), p=weights)]
+            row = int(rng.integers(0, raster.valid.shape[0] - size_px + 1))
+            col = int(rng.integers(0, raster.valid.shape[1] - size_px + 1))
             window = (slice(row, row + size_px), slice(col, col + size_px))
-            valid = dem.valid_mask[window]
-            if valid.mean() < min_valid_fraction:
+            valid = raster.valid[window]
+            if valid.mean() < min_valid_fraction or _touches(raster.excluded, row, col, size_px):
                 continue
-            i = len(ids)
-            inputs[i] = normalise_tile(dem.elevation[window], valid, recipe, dem.grid.pixel_size_m,
-                                       None if dtm is None else dtm[window])
-            valid_out[i] = valid
-            ids.append(source.id)
+            i = len(pool.source_ids)
+            dtm = None if raster.dtm is None else raster.dtm[window]
+            pool.inputs[i] = normalise_tile(raster.elevation[window], valid, recipe, raster.pixel_size_m,
+                                            dtm if input_dtm else None)
+            pool.valid[i] = valid
+            if dtm is not None:
+                pool.ground[i] = np.where(valid & np.isfinite(dtm), (raster.elevation[window] - dtm) / RELIEF_SCALE_M,
+                                          np.nan)
+            pool.source_ids.append(raster.id)
             bar.update(1)
-    return CropPool(inputs, valid_out, ids), skipped
+    return pool
+
+
+def synthetic_rasters(seed: int, scenes: int, size_px: int, pixel_size_m: float = 0.5) -> list[_Raster]:
+    """``scenes`` freshly generated synthetic scenes (in memory), each with its DTM."""
+    from demseg.data.synth import generate_scene, scene_seed
+
+    rasters = []
+    for index in range(scenes):
+        scene = generate_scene(scene_seed(seed, index), size_px=size_px, pixel_size_m=pixel_size_m)
+        valid = np.isfinite(scene.dsm)
+        rasters.append(_Raster(f"synthetic/{seed}/{index}", scene.dsm.astype(np.float32), valid,
+                               scene.dtm.astype(np.float32), pixel_size_m, []))
+    return rasters
