@@ -36,7 +36,7 @@ from demseg.data.synth import generate_world
 from demseg.evaluate.topology import apls
 from demseg.io.raster import GridSpec, write_geotiff
 from demseg.io.vector import read_vector
-from demseg.predict import vectorise_mask
+from demseg.predict import road_centrelines
 from demseg.predict.roadgraph import build_graph, road_network
 
 ROAD = 2
@@ -83,8 +83,8 @@ def clipped(lines, area) -> list:
 
 def centrelines(mask: np.ndarray, grid: GridSpec, folder: Path, name: str):
     path = write_geotiff(folder / f"{name}.tif", mask, grid, nodata=255)
-    layer = vectorise_mask(path, "roads")["road_centrelines"]
-    return list(layer.geometries), layer.attributes["width_m"]
+    lines, widths = road_centrelines(path)
+    return lines, np.asarray(widths)
 
 
 def network_lines(lines: list, widths: np.ndarray, bridge_gap_m: float) -> list:

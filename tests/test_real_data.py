@@ -60,6 +60,7 @@ def test_predict_on_the_seville_scene_writes_georeferenced_cogs_and_polygons(sha
     from rio_cogeo.cogeo import cog_validate
 
     from demseg.data.synth import generate_world
+    from demseg.evaluate.metrics import SegmentationScorer
     from demseg.predict import predict_scene
     from demseg.train.config import TrainConfig
     from demseg.train.run import train_run
@@ -70,7 +71,7 @@ def test_predict_on_the_seville_scene_writes_georeferenced_cogs_and_polygons(sha
     world = generate_world(tmp_path / "world", scenes=4, size_px=256, pixel_size_m=1.0, seed=11, progress=False)
     config = TrainConfig(task="buildings", model="unet", unet_width=8, tile_size_px=64, train_tiles=24, val_tiles=8,
                          iters=60, val_every=20, lr=3e-3, backbone_dtype="fp32", amp="off", min_valid_fraction=0.5)
-    train_run(world, config, tmp_path / "run", progress=False)
+    train_run(world, config, tmp_path / "run", SegmentationScorer, progress=False)
     paths = predict_scene(tmp_path / "run", folder / "dsm.tif", tmp_path / "pred", dtm_path=folder / "dtm.tif",
                           progress=False)
     with rasterio.open(folder / "dsm.tif") as src, rasterio.open(paths["mask"]) as mask:

@@ -12,7 +12,7 @@ from shapely.geometry import LineString
 from demseg.errors import DemsegError
 from demseg.evaluate.topology import apls
 from demseg.io.raster import GridSpec, write_geotiff
-from demseg.predict import vectorise_mask
+from demseg.predict import road_centrelines
 from demseg.predict.roadgraph import build_graph, road_network
 
 PIXEL_M = 0.5
@@ -23,8 +23,7 @@ def centrelines(tmp_path, mask: np.ndarray):
     """Centrelines (map coordinates, metres) and widths that demseg's vectoriser gives for a road mask."""
     grid = GridSpec(CRS.from_epsg(32631), from_origin(500000, 5400000, PIXEL_M, PIXEL_M), SIZE_PX, SIZE_PX)
     path = write_geotiff(tmp_path / "roads.tif", mask, grid, nodata=255)
-    layer = vectorise_mask(path, "roads")["road_centrelines"]
-    return list(layer.geometries), layer.attributes["width_m"]
+    return road_centrelines(path)
 
 
 def band(mask: np.ndarray, rows: slice, cols: slice) -> np.ndarray:

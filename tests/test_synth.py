@@ -1,16 +1,30 @@
-"""The synthetic world: determinism, georeferencing, label/vector agreement and physical plausibility."""
+"""The synthetic world: determinism, district styles, georeferencing, label/vector agreement, physical
+plausibility and a world on disk that is all there or not at all."""
 
 from __future__ import annotations
 
+import errno
+import inspect
 import json
 
 import numpy as np
 import pytest
 import rasterio
+import shapely
 import yaml
 from rasterio import features
+from scipy import ndimage
 
-from demseg.data.synth import generate_scene, generate_world, scene_grid, scene_seed, write_scene
+from demseg.data import synth
+from demseg.data.synth import (
+    DISTRICTS,
+    STYLES,
+    generate_scene,
+    generate_world,
+    scene_grid,
+    scene_seed,
+    write_scene,
+)
 from demseg.errors import DemsegError
 from demseg.io import rasterize_labels, read_dem, read_label_raster, read_vector
 from demseg.io.raster import open_grid
@@ -20,6 +34,20 @@ SIZE_PX = 256
 PIXEL_SIZE_M = 0.5
 SCENES = 3
 SEED = 7
+# style scenes: 192 m a side, room for whole blocks of most districts; mixed scenes vary most: more of them
+STYLE_SIZE_PX, STYLE_PIXEL_SIZE_M = 192, 1.0
+STYLE_SCENES = {"mixed": 8}
+# (building, road) pixel fractions, means over a style's scenes, as in the real cities demseg is for
+FRACTIONS = {
+    "mixed": ((0.20, 0.35), (0.10, 0.25)),
+    "dense": ((0.35, 0.55), (0.10, 0.25)),  # Amsterdam ~45 % buildings
+    "suburban": ((0.08, 0.25), (0.10, 0.25)),  # generator version 1, kept as it was: ~21 %
+    "canopy": ((0.08, 0.20), (0.10, 0.25)),
+    "rowhouse": ((0.15, 0.35), (0.10, 0.25)),
+    "perimeter": ((0.35, 0.55), (0.10, 0.25)),
+    "oldtown": ((0.35, 0.55), (0.10, 0.25)),
+    "industrial": ((0.15, 0.45), (0.08, 0.25)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,18 +63,183 @@ def scene():
     return generate_scene(scene_seed(SEED, 0), SIZE_PX, PIXEL_SIZE_M)
 
 
+@pytest.fixture(scope="module")
+def style_scenes():
+    """The test scenes of a style, generated once per module."""
+    cache = {}
+
+    def scenes_of(style: str) -> list[synth.SynthScene]:
+        if style not in cache:
+            cache[style] = [generate_scene(scene_seed(SEED, index), STYLE_SIZE_PX, STYLE_PIXEL_SIZE_M, style)
+                            for index in range(STYLE_SCENES.get(style, 3))]
+        return cache[style]
+
+    return scenes_of
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def test_same_seed_gives_identical_arrays_and_another_seed_does_not():
-    first, again, other = (generate_scene(seed, 128, 0.5) for seed in (3, 3, 4))
-    for name in ("dsm", "dtm", "labels"):
+def burnt(geometries, scene: synth.SynthScene) -> np.ndarray:
+    shapes = [(geometry, 1) for geometry in geometries if not geometry.is_empty]
+    if not shapes:
+        return np.zeros(scene.labels.shape, dtype=bool)
+    return features.rasterize(shapes, out_shape=scene.labels.shape, transform=scene.local_transform) > 0
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_same_seed_and_style_give_identical_arrays_and_another_seed_does_not(style):
+    first, again, other = (generate_scene(seed, 128, 0.5, style) for seed in (3, 3, 4))
+    for name in ("dsm", "dtm", "labels", "vegetation_mask", "car_mask"):
         assert getattr(first, name).tobytes() == getattr(again, name).tobytes()
     assert [b.wkb for b in first.buildings] == [b.wkb for b in again.buildings]
+    assert first.districts == again.districts and first.style == style
     assert not np.array_equal(first.dsm, other.dsm, equal_nan=True)
     assert not np.array_equal(first.labels, other.labels)
+
+
+@pytest.mark.parametrize("seed, size_px, pixel_size_m, label_counts, buildings, mean_dsm_m", [
+    (3, 128, 0.5, [8763, 477, 5368, 1776], 1, 7.21),
+    (11, 192, 1.0, [22879, 5389, 6231, 2365], 13, 7.068),
+])
+def test_suburban_style_reproduces_generator_version_1(seed, size_px, pixel_size_m, label_counts,
+                                                       buildings, mean_dsm_m):
+    # numbers of these scenes as generator version 1 made them
+    scene = generate_scene(seed, size_px, pixel_size_m, style="suburban")
+    assert np.bincount(scene.labels.ravel(), minlength=256)[[0, 1, 2, 255]].tolist() == label_counts
+    assert len(scene.buildings) == buildings
+    assert round(float(np.nanmean(scene.dsm)), 3) == mean_dsm_m
+    assert scene.districts == ("suburban",) and set(scene.building_districts) <= {"suburban"}
+
+
+def test_default_style_mixes_districts_across_and_within_scenes(style_scenes):
+    scenes = style_scenes("mixed")
+    defaults = {inspect.signature(function).parameters["style"].default
+                for function in (generate_scene, generate_world)}
+    assert defaults == {"mixed"}
+    assert len({scene.districts[0] for scene in scenes}) >= 3
+    assert any(len(scene.districts) == 2 for scene in scenes)
+    two = next(scene for scene in scenes if len(scene.districts) == 2)
+    assert set(two.building_districts) <= set(two.districts)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_styles_have_realistic_building_and_road_fractions(style_scenes, style):
+    scenes = style_scenes(style)
+    (low_b, high_b), (low_r, high_r) = FRACTIONS[style]
+    building = np.mean([(scene.labels == synth.BUILDING).mean() for scene in scenes])
+    road = np.mean([(scene.labels == synth.ROAD).mean() for scene in scenes])
+    assert low_b <= building <= high_b, f"{style}: {building:.1%} building pixels"
+    assert low_r <= road <= high_r, f"{style}: {road:.1%} road pixels"
+
+
+def test_whole_perimeter_blocks_enclose_courtyards():
+    blocks = []
+    for index in range(2):  # 320 m scenes: several whole blocks each
+        scene = generate_scene(scene_seed(SEED, index), 320, 1.0, "perimeter")
+        units = scene.buildings[scene.building_districts == "perimeter"]
+        inside_scene = shapely.box(0, 0, scene.extent_m, scene.extent_m).buffer(-1.0)
+        blocks += [(scene, block) for block in shapely.get_parts(shapely.union_all(units, grid_size=0.01))
+                   if inside_scene.contains(block) and block.area > 2000.0]
+    assert len(blocks) >= 4
+    # a few narrow blocks are built through
+    assert np.mean([len(block.interiors) > 0 for _, block in blocks]) >= 0.8
+    # a courtyard is open ground, garden or an annex that is its own building: never a roof of the block
+    courtyard_labels = np.concatenate([
+        scene.labels[burnt([shapely.Polygon(ring).buffer(-1.0) for ring in block.interiors], scene)]
+        for scene, block in blocks])
+    assert courtyard_labels.size > 1000 and np.mean(courtyard_labels == synth.BUILDING) < 0.02
+
+
+def test_many_old_town_houses_are_built_round_a_patio(style_scenes):
+    for scene in style_scenes("oldtown"):
+        lots = scene.buildings[scene.building_districts == "oldtown"]
+        assert np.mean([len(lot.interiors) > 0 for lot in lots]) > 0.15
+        patios = burnt([shapely.Polygon(ring).buffer(-0.5) for lot in lots for ring in lot.interiors], scene)
+        assert patios.sum() > 100 and np.mean(scene.labels[patios] == synth.BUILDING) < 0.02
+
+
+@pytest.mark.parametrize("style", ["rowhouse", "perimeter"])
+def test_row_houses_and_block_units_share_walls_with_their_neighbours(style_scenes, style):
+    sharing, count = 0, 0
+    for scene in style_scenes(style):
+        units = scene.buildings[scene.building_districts == style]
+        left, right = shapely.STRtree(units).query(units, predicate="touches")
+        walls = shapely.length(shapely.intersection(units[left], units[right]))
+        sharing += len(np.unique(left[walls >= 4.0]))
+        count += len(units)
+    assert count >= 20 and sharing / count > 0.75
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_labels_are_burnt_from_the_building_and_road_vectors(style_scenes, style):
+    for scene in style_scenes(style)[:2]:
+        known = scene.labels != synth.LABEL_NODATA
+        assert np.array_equal(burnt(scene.buildings, scene)[known], scene.labels[known] == synth.BUILDING)
+        assert iou(burnt(scene.road_polygons, scene)[known], scene.labels[known] == synth.ROAD) >= 0.99
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_buildings_stand_3_to_60_m_above_the_bare_earth(style_scenes, style):
+    scene = style_scenes(style)[0]
+    assert len(scene.buildings) >= 5
+    assert np.all((scene.building_heights_m >= 3.0) & (scene.building_heights_m <= 60.0))
+    ids = features.rasterize(((b, i + 1) for i, b in enumerate(scene.buildings)),
+                             out_shape=scene.labels.shape,
+                             transform=scene.local_transform)
+    # roofs under tree crowns show the crown, not the roof
+    clear = ~scene.vegetation_mask & (scene.labels != synth.LABEL_NODATA)
+    above = scene.dsm - scene.dtm
+    reached = []
+    for index, height_m in enumerate(scene.building_heights_m):
+        inside = (ids == index + 1) & clear
+        if inside.sum() < 20:
+            continue
+        middle_m, top_m = np.percentile(above[inside], [50, 99])
+        # the roof stands on one ground level, so on slopes it sits a little above or below the local ground;
+        # chimneys, huts and rooftop units stand above the recorded height, but most of the roof does not
+        assert 2.0 <= middle_m <= height_m + 2.0
+        reached.append(top_m > height_m - 3.0)
+    # the few that do not reach it are slivers of a taller building cut by the scene edge
+    assert np.mean(reached) > 0.95
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_trees_grow_over_open_ground(style_scenes, style):
+    scene = style_scenes(style)[0]
+    trees = scene.vegetation_mask & (scene.labels == 0)
+    assert trees.sum() > 50
+    assert np.median((scene.dsm - scene.dtm)[trees]) > 2.0
+
+
+def test_tall_trees_reach_over_roofs_in_canopy_districts(style_scenes):
+    scene = style_scenes("canopy")[0]
+    over_roofs = scene.vegetation_mask & (scene.labels == synth.BUILDING)
+    assert over_roofs.sum() > 0.02 * (scene.labels == synth.BUILDING).sum()
+
+
+def test_road_surface_is_bare_earth_except_under_canopy_and_cars(scene):
+    road = scene.labels == 2
+    # the LiDAR footprint blurs walls, crowns and cars into the next metre of road
+    near_objects = (scene.labels == 1) | scene.vegetation_mask | scene.car_mask | (scene.labels == 255)
+    clear = road & (ndimage.distance_transform_edt(~near_objects) * scene.pixel_size_m > 1.0)
+    above = (scene.dsm - scene.dtm)[clear]
+    assert clear.sum() > 1000 and np.mean(np.abs(above) < 0.4) > 0.99
+    covered = road & (scene.vegetation_mask | scene.car_mask)
+    assert covered.any(), "no tree crown or car over any road"
+    assert np.median((scene.dsm - scene.dtm)[covered]) > 1.0
+
+
+@pytest.mark.parametrize("style", ["suburban", "perimeter"])
+def test_kerbs_raise_the_ground_beside_the_road(style):
+    scene = generate_scene(scene_seed(SEED, 0), SIZE_PX, PIXEL_SIZE_M, style)
+    road, ground = scene.labels == 2, scene.labels == 0
+    # bare-earth step from a road pixel to its background neighbour, across both vertical edges
+    steps = np.concatenate([(scene.dtm[:, 1:] - scene.dtm[:, :-1])[road[:, :-1] & ground[:, 1:]],
+                            (scene.dtm[:, :-1] - scene.dtm[:, 1:])[ground[:, :-1] & road[:, 1:]]])
+    assert 0.08 < np.median(steps) < 0.3
 
 
 def test_world_scene_is_the_scene_of_its_derived_seed(world, scene):
@@ -56,7 +249,7 @@ def test_world_scene_is_the_scene_of_its_derived_seed(world, scene):
     assert scene_seed(SEED, 0) != scene_seed(SEED, 1) != scene_seed(SEED + 1, 0)
 
 
-def test_world_writes_every_file_of_every_scene(world):
+def test_world_writes_every_file_of_every_scene_and_its_style(world):
     out, spec_path = world
     assert spec_path == out / "dataset.yaml"
     names = ["dem.tif", "dtm.tif", "labels.tif", "buildings.gpkg", "roads.gpkg", "road_centrelines.gpkg",
@@ -65,15 +258,19 @@ def test_world_writes_every_file_of_every_scene(world):
         for name in names:
             assert (out / f"s{index:03d}" / name).is_file(), f"s{index:03d}/{name}"
     assert not list(out.rglob("*.partial*")), "temporary files left behind"
+    assert [path.name for path in out.parent.iterdir() if path.name.startswith(f".{out.name}")] == []
     params = json.loads((out / "world.json").read_text())
-    assert {k: params[k] for k in ("scenes", "size_px", "pixel_size_m", "seed")} == {
-        "scenes": SCENES, "size_px": SIZE_PX, "pixel_size_m": PIXEL_SIZE_M, "seed": SEED}
-    assert "version" in params
+    assert {k: params[k] for k in ("scenes", "size_px", "pixel_size_m", "seed", "style", "version")} == {
+        "scenes": SCENES, "size_px": SIZE_PX, "pixel_size_m": PIXEL_SIZE_M, "seed": SEED, "style": "mixed",
+        "version": synth.GENERATOR_VERSION}
+    assert set(params["districts"]) == {f"s{index:03d}" for index in range(SCENES)}
+    assert all(set(names) <= set(DISTRICTS) for names in params["districts"].values())
 
 
 def test_rasters_are_georeferenced_with_the_asked_pixel_size_and_nodata(world):
     out, _ = world
-    expected = {"dem.tif": ("float32", -9999.0), "dtm.tif": ("float32", -9999.0), "labels.tif": ("uint8", 255)}
+    expected = {"dem.tif": ("float32", -9999.0), "dtm.tif": ("float32", -9999.0),
+                "labels.tif": ("uint8", 255)}
     for name, (dtype, nodata) in expected.items():
         with rasterio.open(out / "s001" / name) as src:
             assert src.crs.to_epsg() == 32631
@@ -100,39 +297,7 @@ def test_labels_hold_buildings_roads_background_and_nodata_where_the_dem_has_non
         labels = read_label_raster(out / f"s{index:03d}" / "labels.tif", dem.grid)
         assert set(np.unique(labels).tolist()) == {0, 1, 2, 255}
         assert np.array_equal(labels == 255, ~dem.valid_mask)
-        assert 0.02 < (labels == 1).mean() < 0.5 and 0.03 < (labels == 2).mean() < 0.5
-
-
-def test_buildings_stand_3_to_60_m_above_the_bare_earth(scene):
-    assert len(scene.buildings) >= 5
-    assert np.all((scene.building_heights_m >= 3.0) & (scene.building_heights_m <= 60.0))
-    above = scene.dsm - scene.dtm
-    for footprint, height_m in zip(scene.buildings, scene.building_heights_m, strict=True):
-        inside = features.rasterize([(footprint, 1)], out_shape=scene.dsm.shape,
-                                    transform=scene.local_transform).astype(bool)
-        if inside.sum() < 20:
-            continue
-        # the roof stands on one ground level, so on slopes it sits a little above or below the local ground
-        assert 2.0 <= np.median(above[inside]) <= 61.0
-        assert abs(np.percentile(above[inside], 99) - height_m) < 3.0
-
-
-def test_road_surface_is_bare_earth_except_under_canopy_and_cars(scene):
-    road = scene.labels == 2
-    clear = road & ~scene.vegetation_mask & ~scene.car_mask
-    above = (scene.dsm - scene.dtm)[clear]
-    assert np.mean(np.abs(above) < 0.4) > 0.99
-    covered = road & (scene.vegetation_mask | scene.car_mask)
-    assert covered.any(), "no tree crown or car over any road"
-    assert np.median((scene.dsm - scene.dtm)[covered]) > 1.0
-
-
-def test_kerbs_raise_the_ground_beside_the_road(scene):
-    road, ground = scene.labels == 2, scene.labels == 0
-    # bare-earth step from a road pixel to its background neighbour, across both vertical edges
-    steps = np.concatenate([(scene.dtm[:, 1:] - scene.dtm[:, :-1])[road[:, :-1] & ground[:, 1:]],
-                            (scene.dtm[:, :-1] - scene.dtm[:, 1:])[ground[:, :-1] & road[:, 1:]]])
-    assert 0.08 < np.median(steps) < 0.3
+        assert 0.02 < (labels == 1).mean() < 0.7 and 0.03 < (labels == 2).mean() < 0.5
 
 
 def test_vectors_rasterised_agree_with_the_label_raster(world):
@@ -150,31 +315,33 @@ def test_vectors_rasterised_agree_with_the_label_raster(world):
         assert iou(rasterize_labels(centrelines, dem.grid)[known] == 1, labels[known] == 2) >= 0.99
 
 
-def test_building_vectors_carry_height_and_roof(world):
+def test_building_vectors_carry_height_roof_and_district(world):
     out, _ = world
     layer = read_vector(out / "s000" / "buildings.gpkg")
-    assert set(layer.attributes) >= {"height_m", "roof"}
-    assert set(layer.attributes["roof"]) <= {"flat", "gable", "hip"}
+    assert set(layer.attributes) >= {"height_m", "roof", "district"}
+    assert set(layer.attributes["roof"]) <= {"flat", "gable", "hip", "mansard"}
+    assert set(layer.attributes["district"]) <= set(DISTRICTS)
     assert np.all((layer.attributes["height_m"] >= 3) & (layer.attributes["height_m"] <= 60))
 
 
-def test_road_widths_are_4_to_15_m(world):
+def test_road_widths_are_3_to_16_m(world):
     out, _ = world
     for index in range(SCENES):
         widths = read_vector(out / f"s{index:03d}" / "road_centrelines.gpkg").attributes["width"]
         assert len(widths) >= 1
-        assert np.all((widths >= 4.0) & (widths <= 15.0))
+        assert np.all((widths >= 3.0) & (widths <= 16.0))
 
 
 def test_dataset_yaml_lists_every_scene_with_at_least_one_for_validation(world):
     out, spec_path = world
     spec = yaml.safe_load(spec_path.read_text())
-    assert spec["name"] == "synthetic-world" and spec["description"]
+    assert spec["name"] == "synthetic-world" and "style mixed" in spec["description"]
     assert [entry["id"] for entry in spec["scenes"]] == [f"s{index:03d}" for index in range(SCENES)]
     for entry in spec["scenes"]:
         scene_id = entry["id"]
         assert entry["dem"] == f"{scene_id}/dem.tif" and entry["dtm"] == f"{scene_id}/dtm.tif"
-        assert entry["labels"] == {"raster": f"{scene_id}/labels.tif", "classes": {"buildings": 1, "roads": 2},
+        assert entry["labels"] == {"raster": f"{scene_id}/labels.tif",
+                                   "classes": {"buildings": 1, "roads": 2},
                                    "ignore": 255}
         assert (spec_path.parent / entry["dem"]).is_file()
     splits = [entry["split"] for entry in spec["scenes"]]
@@ -189,12 +356,58 @@ def test_preview_is_a_small_png(world):
 
 
 def test_zero_metre_ground_is_valid_elevation(tmp_path):
-    coastal = next((s for s in (generate_scene(seed, 128, 0.5) for seed in range(40)) if (s.dtm == 0).any()), None)
+    coastal = next((s for s in (generate_scene(seed, 128, 0.5) for seed in range(40)) if (s.dtm == 0).any()),
+                   None)
     assert coastal is not None, "no scene in 40 seeds has ground at exactly 0 m"
     write_scene(tmp_path, coastal, scene_grid(0, 128, 0.5))
     dtm = read_dem(tmp_path / "dtm.tif")
     zero = coastal.dtm == 0
     assert dtm.valid_mask[zero].all() and np.all(dtm.elevation[zero] == 0)
+
+
+def full_disk_after(calls: int, monkeypatch) -> None:
+    """Make the GeoTIFF writer fail with ENOSPC from its ``calls``-th call on."""
+    write_geotiff, made = synth.write_geotiff, []
+
+    def writer(path, *args, **kwargs):
+        made.append(path)
+        if len(made) >= calls:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write_geotiff(path, *args, **kwargs)
+
+    monkeypatch.setattr(synth, "write_geotiff", writer)
+
+
+def test_a_full_disk_leaves_no_partial_world_and_one_clear_error(tmp_path, monkeypatch):
+    full_disk_after(4, monkeypatch)  # the second scene's DEM
+    with pytest.raises(DemsegError, match="no space left on device writing .*world") as info:
+        generate_world(tmp_path / "world", scenes=2, size_px=64, progress=False)
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == [], "a partial world or its temporary folder was left behind"
+
+
+def test_a_failed_rewrite_keeps_the_earlier_world_as_it_was(tmp_path, monkeypatch):
+    generate_world(tmp_path / "world", scenes=1, size_px=64, seed=1, progress=False)
+    before = {path: path.read_bytes() for path in (tmp_path / "world").rglob("*") if path.is_file()}
+    full_disk_after(2, monkeypatch)
+    with pytest.raises(DemsegError, match="no space left on device"):
+        generate_world(tmp_path / "world", scenes=2, size_px=64, seed=2, progress=False)
+    after = {path: path.read_bytes() for path in (tmp_path / "world").rglob("*") if path.is_file()}
+    assert after == before
+    assert [path.name for path in tmp_path.iterdir()] == ["world"]
+
+
+def test_an_existing_world_is_updated_in_place_keeping_other_files(tmp_path):
+    out = tmp_path / "world"
+    generate_world(out, scenes=2, size_px=64, seed=1, progress=False)
+    (out / "notes.txt").write_text("mine")
+    spec_path = generate_world(out, scenes=1, size_px=64, seed=2, progress=False, style="dense")
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "s001" / "dem.tif").is_file(), "scenes past the new count are left alone"
+    assert [entry["id"] for entry in yaml.safe_load(spec_path.read_text())["scenes"]] == ["s000"]
+    assert json.loads((out / "world.json").read_text())["style"] == "dense"
+    np.testing.assert_array_equal(read_dem(out / "s000" / "dem.tif").elevation,
+                                  generate_scene(scene_seed(2, 0), 64, 0.5, "dense").dsm)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -207,6 +420,8 @@ def test_zero_metre_ground_is_valid_elevation(tmp_path):
     (dict(pixel_size_m=-0.5), "pixel_size_m"),
     (dict(val_fraction=1.5), "val_fraction"),
     (dict(seed=-1), "seed"),
+    (dict(style="medieval"), "style"),
+    (dict(style=None), "style"),
 ])
 def test_bad_arguments_raise_one_clear_error(tmp_path, kwargs, message):
     with pytest.raises(DemsegError, match=message) as info:
@@ -215,6 +430,8 @@ def test_bad_arguments_raise_one_clear_error(tmp_path, kwargs, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_generate_scene_rejects_tiny_sizes():
+def test_generate_scene_rejects_tiny_sizes_and_unknown_styles():
     with pytest.raises(DemsegError, match="size_px"):
         generate_scene(0, size_px=63)
+    with pytest.raises(DemsegError, match="style must be one of mixed, dense, suburban"):
+        generate_scene(0, size_px=64, style="Suburban")

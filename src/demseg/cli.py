@@ -59,6 +59,11 @@ def _add_synth(commands) -> None:
                                     "share of validation scenes")):
         default = _default(generate_world, name)
         p.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
+    from demseg.data.synth import STYLES
+
+    p.add_argument("--style", choices=list(STYLES), default=_default(generate_world, "style"),
+                   help=f"urban form: mixed districts, dense old towns, or one district kind "
+                        f"(default {_default(generate_world, 'style')})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
 
@@ -67,7 +72,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from demseg.data.synth import generate_world
 
     spec_path = generate_world(args.out, scenes=args.scenes, size_px=args.size_px, pixel_size_m=args.pixel_size_m,
-                               seed=args.seed, val_fraction=args.val_fraction, progress=not args.quiet)
+                               seed=args.seed, val_fraction=args.val_fraction, progress=not args.quiet,
+                               style=args.style)
     print(f"wrote {args.scenes} scene(s) and {spec_path}")
     return 0
 

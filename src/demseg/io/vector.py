@@ -17,6 +17,7 @@ from rasterio import features
 from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path
 from demseg.io.raster import GridSpec
+from demseg.io.styles import write_layer_styles
 
 
 @dataclass
@@ -116,8 +117,13 @@ def rasterize_labels(geometries: np.ndarray, grid: GridSpec, what: str = "vector
                               fill=0, dtype="uint8")
 
 
-def write_gpkg(path: str | os.PathLike, layers: dict[str, VectorLayer], crs) -> Path:
-    """Write named layers into one GeoPackage atomically (empty layers are kept, with their schema)."""
+def write_gpkg(path: str | os.PathLike, layers: dict[str, VectorLayer], crs, styles: dict[str, str] | None = None
+               ) -> Path:
+    """Write named layers into one GeoPackage atomically (empty layers are kept, with their schema).
+
+    ``styles`` (layer name -> QGIS QML, see :mod:`demseg.io.styles`) are stored in the GeoPackage's
+    ``layer_styles`` table, so QGIS opens the layers styled.
+    """
     crs_text = crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
     with atomic_path(path) as tmp:
         for index, (name, layer) in enumerate(layers.items()):
@@ -127,6 +133,8 @@ def write_gpkg(path: str | os.PathLike, layers: dict[str, VectorLayer], crs) -> 
             pyogrio.raw.write(tmp, wkb, field_data=[np.asarray(v) for v in layer.attributes.values()], fields=fields,
                           layer=name, driver="GPKG", crs=crs_text, geometry_type=geometry_type, append=index > 0,
                           promote_to_multi=False)
+        if styles:
+            write_layer_styles(tmp, styles)
     return Path(path)
 
 
@@ -134,6 +142,10 @@ def _geometry_type(geometries: np.ndarray) -> str:
     if len(geometries) == 0:
         return "Unknown"
     names = set(shapely.get_type_id(geometries).tolist())
+    if names <= {0}:
+        return "Point"
+    if names <= {0, 4}:
+        return "MultiPoint"
     if names <= {3}:
         return "Polygon"
     if names <= {3, 6}:

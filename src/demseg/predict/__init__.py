@@ -12,7 +12,7 @@ from demseg.predict.config import PredictConfig
 from demseg.predict.scale import predict_many, scene_inputs
 from demseg.predict.scene import LoadedRun, predict_scene, resolve_run
 from demseg.predict.sliding import DemInput
-from demseg.predict.vectorise import vectorise_mask
+from demseg.predict.vectorise import road_centrelines, vectorise_mask
 
 __all__ = [
     "DemInput",
@@ -22,5 +22,6 @@ __all__ = [
     "predict_scene",
     "resolve_run",
     "scene_inputs",
+    "road_centrelines",
     "vectorise_mask",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 # what decides the content of a scene's outputs: a done record made with other values does not count
-OUTPUT_FIELDS = ("overlap", "tta", "min_area_m2", "simplify_m", "regularise")
+OUTPUT_FIELDS = ("overlap", "tta", "min_area_m2", "simplify_m", "regularise", "bridge_gap_m", "min_spur_m")
 
 
 class PredictConfig(BaseModel):
@@ -27,8 +27,12 @@ class PredictConfig(BaseModel):
     min_area_m2: float = Field(10.0, ge=0, description="Drop polygons smaller than this (m²).")
     simplify_m: float | None = Field(None, ge=0, description="Simplification tolerance in metres (default: the "
                                                              "pixel size; 0: none).")
-    regularise: bool = Field(False, description="Polygons filling >= 85% of their minimum rotated rectangle "
-                                                "become that rectangle.")
+    regularise: bool = Field(False, description="Straighten building outlines: walls snapped to the building's "
+                                                "dominant orientations, right angles, shared walls kept shared.")
+    bridge_gap_m: float = Field(8.0, ge=0, description="Road network: join dead ends this close that point at "
+                                                       "each other (or at a road).")
+    min_spur_m: float = Field(6.0, ge=0, description="Road network: drop dead-end branches shorter than this "
+                                                     "(or than the road's width).")
     allow_resolution_mismatch: bool = Field(False, description="Predict DEMs whose pixel size is more than 10% "
                                                                "off the run's (default: refuse).")
     workers: int = Field(1, ge=1, description="Scenes in parallel on a local Dask cluster of N processes "

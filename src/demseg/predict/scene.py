@@ -28,6 +28,7 @@ from torch import nn
 from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path, safe_name
 from demseg.io.folders import folder_lock, make_dir, os_error_message
+from demseg.io.styles import default_styles
 from demseg.io.vector import write_gpkg
 from demseg.predict.config import PredictConfig
 from demseg.predict.outputs import output_paths, write_cog, write_done, write_preview
@@ -156,7 +157,7 @@ def _write_outputs(loaded: LoadedRun, source: DemInput, grid, paths: dict[str, P
                     raise DemsegError(os_error_message(exc, str(paths[name]))) from exc
         layers = vectorise_mask(temporary["mask"], run_config.task, temporary["prob"], source, config, timer)
         with timer("vectors"):
-            write_gpkg(temporary["vectors"], layers, grid.crs)
+            write_gpkg(temporary["vectors"], layers, grid.crs, styles=default_styles(layers))
         with timer("preview"):
             write_preview(temporary["preview"], source, temporary["mask"], run_config.task)
     return valid_pixels, layers

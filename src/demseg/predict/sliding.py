@@ -35,6 +35,7 @@ from demseg.data.scene import IGNORE
 from demseg.errors import DemsegError
 from demseg.io.folders import os_error_message
 from demseg.io.raster import GridSpec, open_grid, read_dem
+from demseg.io.styles import add_mask_colormap
 from demseg.models.upernet import MaeUperNet
 from demseg.train.config import TrainConfig
 
@@ -271,6 +272,7 @@ def predict_rasters(model: nn.Module, config: TrainConfig, source: DemInput, gri
                 bar.set_postfix_str(f"{row_area_km2 * bar.n / max(hours, 1e-9):.2f} km2/h")
             for dataset, what in ((mask_out, "mask"), (prob_out, "probability")):
                 dataset.update_tags(**(tags or {}), content=what)
+            add_mask_colormap(mask_out, config.task)
     except (OSError, RasterioError) as exc:
         raise DemsegError(os_error_message(exc, f"the predictions of {source.dem}")) from exc
     finally:

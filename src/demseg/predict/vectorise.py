@@ -9,6 +9,9 @@ either side of it) and unioned at the end, so a polygon crossing any number of b
 whole, the same as from a one-block run. Attributes are per-component sums (pixels, probability,
 height above the DTM) added over the pieces.
 
+Regularised outlines and road networks are made from the stitched whole-scene vectors (see
+:mod:`demseg.predict.regularise` and :mod:`demseg.predict.roadgraph`).
+
 Centrelines: each block is skeletonised with ``halo_px`` extra rows above and below (thinning is
 local: with a halo wider than the widest road the skeleton agrees with the whole scene's inside
 the block) and traced into pixel chains between end and junction pixels. Terminal branches
@@ -37,9 +40,10 @@ from skimage.morphology import skeletonize
 from demseg.io.raster import GridSpec
 from demseg.io.vector import VectorLayer
 from demseg.predict.config import PredictConfig
+from demseg.predict.regularise import regularise_footprints, vertex_count
+from demseg.predict.roadgraph import road_network
 from demseg.predict.sliding import NODATA, DemInput, StageTimer
 
-REGULARISE_MIN_FILL = 0.85  # a polygon filling this much of its minimum rotated rectangle becomes it
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 _OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
@@ -78,14 +82,15 @@ class _UnionFind:
 
 # ------------------------------------------------------------------------------------------ polygons
 
-STAT_PIXELS, STAT_PROBABILITY, STAT_HEIGHT, STAT_HEIGHT_PIXELS = range(4)
+STAT_PIXELS, STAT_PROBABILITY, STAT_HEIGHT, STAT_HEIGHT_PIXELS, STAT_HEIGHT_MIN, STAT_HEIGHT_MAX = range(6)
 
 
 def _component_stats(labels: np.ndarray, count: int, probability: np.ndarray | None,
                      height: np.ndarray | None) -> np.ndarray:
-    """(count + 1, 4) sums per label: pixels, probability, height, pixels with a known height."""
+    """(count + 1, 6) per label: sums of pixels, probability, height, pixels with a known height; min, max height."""
     index = labels.ravel()
-    stats = np.zeros((count + 1, 4))
+    stats = np.zeros((count + 1, 6))
+    stats[:, STAT_HEIGHT_MIN], stats[:, STAT_HEIGHT_MAX] = np.inf, -np.inf
     stats[:, STAT_PIXELS] = np.bincount(index, minlength=count + 1)
     if probability is not None:
         stats[:, STAT_PROBABILITY] = np.bincount(index, weights=probability.ravel(), minlength=count + 1)
@@ -93,7 +98,18 @@ def _component_stats(labels: np.ndarray, count: int, probability: np.ndarray | N
         known = np.isfinite(height.ravel())
         stats[:, STAT_HEIGHT] = np.bincount(index[known], weights=height.ravel()[known], minlength=count + 1)
         stats[:, STAT_HEIGHT_PIXELS] = np.bincount(index[known], minlength=count + 1)
+        np.minimum.at(stats[:, STAT_HEIGHT_MIN], index[known], height.ravel()[known])
+        np.maximum.at(stats[:, STAT_HEIGHT_MAX], index[known], height.ravel()[known])
     return stats
+
+
+def _combine(stats: list[np.ndarray]) -> np.ndarray:
+    """The statistics of a component made of pieces: sums add up, extremes take the extreme."""
+    stacked = np.stack(stats)
+    combined = stacked.sum(axis=0)
+    combined[STAT_HEIGHT_MIN] = stacked[:, STAT_HEIGHT_MIN].min()
+    combined[STAT_HEIGHT_MAX] = stacked[:, STAT_HEIGHT_MAX].max()
+    return combined
 
 
 class PolygonStitcher:
@@ -151,19 +167,11 @@ class PolygonStitcher:
         done = self.drain()
         for members in self.links.groups():
             polygons = [self.pieces[m][0] for m in members]
-            stats = np.sum([self.pieces[m][1] for m in members], axis=0)
+            stats = _combine([self.pieces[m][1] for m in members])
             done.append((shapely.union_all(polygons) if len(polygons) > 1 else polygons[0], stats))
         self.pieces.clear()
         self.links = _UnionFind()
         return done
-
-
-def regularise_polygon(polygon, min_fill: float = REGULARISE_MIN_FILL):
-    """The polygon's minimum rotated rectangle if the polygon fills at least ``min_fill`` of it, else None."""
-    rectangle = shapely.minimum_rotated_rectangle(polygon)
-    if rectangle.area > 0 and polygon.area >= min_fill * rectangle.area:
-        return rectangle
-    return None
 
 
 def _to_map(geometry, transform: Affine):
@@ -178,8 +186,8 @@ def _simplified(geometry, tolerance_m: float):
     return shapely.simplify(geometry, tolerance_m, preserve_topology=True) if tolerance_m > 0 else geometry
 
 
-def _polygon_rows(items, grid: GridSpec, min_area_m2: float, simplify_m: float, regularise: bool) -> list[tuple]:
-    """(geometry, area_m2, mean_probability, mean_height_m) in map coordinates, small ones dropped."""
+def _polygon_rows(items, grid: GridSpec, min_area_m2: float) -> list[tuple]:
+    """(exact outline in map coordinates, statistics) of every component of at least ``min_area_m2``."""
     pixel_area_m2 = abs(grid.transform.a * grid.transform.e)
     rows = []
     for polygon, stats in items:
@@ -187,13 +195,32 @@ def _polygon_rows(items, grid: GridSpec, min_area_m2: float, simplify_m: float, 
             continue
         # the same outline whether it came whole or unioned from block pieces: no collinear
         # vertices left at the cuts, a fixed start vertex, so simplification gives the same result
-        exact = _to_map(shapely.normalize(shapely.simplify(polygon, 0.0)), grid.transform)
-        geometry = regularise_polygon(exact) if regularise else None
-        if geometry is None:
-            geometry = _simplified(exact, simplify_m)
-        height = stats[STAT_HEIGHT] / stats[STAT_HEIGHT_PIXELS] if stats[STAT_HEIGHT_PIXELS] else np.nan
-        rows.append((geometry, geometry.area, stats[STAT_PROBABILITY] / stats[STAT_PIXELS], height))
+        rows.append((_to_map(shapely.normalize(shapely.simplify(polygon, 0.0)), grid.transform), stats))
     return rows
+
+
+def _polygon_layer(rows: list[tuple], task: str, grid: GridSpec, config: PredictConfig, crs) -> VectorLayer:
+    """The polygon layer: regularised (buildings, on request) or simplified outlines, with their attributes."""
+    exact = [geometry for geometry, _ in rows]
+    if task == "buildings" and config.regularise:
+        geometries = regularise_footprints(exact, grid.pixel_size_m)
+    else:
+        tolerance = grid.pixel_size_m if config.simplify_m is None else config.simplify_m
+        geometries = [_simplified(geometry, tolerance) for geometry in exact]
+    stats = np.array([s for _, s in rows]).reshape(-1, 6)
+    known = stats[:, STAT_HEIGHT_PIXELS] > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_height = np.where(known, stats[:, STAT_HEIGHT] / stats[:, STAT_HEIGHT_PIXELS], np.nan)
+        probability = stats[:, STAT_PROBABILITY] / stats[:, STAT_PIXELS]
+    attributes = {"area_m2": np.round(np.array([g.area for g in geometries], float), 2)}
+    if task == "buildings":
+        attributes["mean_height_m"] = np.round(mean_height, 2)
+        attributes["max_height_m"] = np.round(np.where(known, stats[:, STAT_HEIGHT_MAX], np.nan), 2)
+        attributes["height_range_m"] = np.round(np.where(known, stats[:, STAT_HEIGHT_MAX] - stats[:, STAT_HEIGHT_MIN],
+                                                         np.nan), 2)
+        attributes["vertices"] = np.array([vertex_count(g) for g in geometries], np.int32)
+    attributes["mean_probability"] = np.round(probability, 3)
+    return VectorLayer(_objects(geometries), attributes, crs)
 
 
 # ---------------------------------------------------------------------------------------- centrelines
@@ -339,60 +366,88 @@ def vectorise_mask(mask_path: str | os.PathLike, task: str, prob_path: str | os.
                    timer: StageTimer | None = None) -> dict[str, VectorLayer]:
     """Vector layers of a 0/1/255 mask raster, read in blocks of ``config.block_rows`` rows.
 
-    Buildings: layer ``buildings`` (polygons with area_m2, mean_height_m - DEM minus DTM inside
-    the polygon when ``source`` has a DTM, else null - and mean_probability). Roads: layers
-    ``roads`` (polygons with area_m2, mean_probability) and ``road_centrelines`` (lines with
-    length_m, width_m). ``config.simplify_m`` defaults to the pixel size; ``config.regularise``
-    turns near-rectangular polygons into their minimum rotated rectangle.
+    Buildings: layer ``buildings`` (polygons with area_m2, mean_height_m, max_height_m and
+    height_range_m - the DEM minus the DTM inside the polygon when ``source`` has a DTM, else null -
+    vertices and mean_probability); ``config.regularise`` straightens the outlines
+    (:func:`demseg.predict.regularise.regularise_footprints`), otherwise they are simplified by
+    ``config.simplify_m`` (default: the pixel size). Roads: layers ``roads`` (polygons with area_m2,
+    mean_probability), ``road_edges`` (centrelines between junctions and ends: length_m, width_m,
+    mean_probability, from_node, to_node, bridged_m) and ``road_nodes`` (node_id, degree); see
+    :func:`demseg.predict.roadgraph.road_network`.
     """
     config = config or PredictConfig()
-    min_area_m2, regularise, halo_px = config.min_area_m2, config.regularise, config.halo_px
     timer = timer or StageTimer()
     with rasterio.open(mask_path) as mask_src, \
             (rasterio.open(prob_path) if prob_path is not None else contextlib.nullcontext()) as prob_src:
         grid = GridSpec(mask_src.crs, mask_src.transform, mask_src.width, mask_src.height)
-        block_rows = config.block_rows or default_block_rows(grid.width)
-        simplify_m = grid.pixel_size_m if config.simplify_m is None else config.simplify_m
-        heights = task == "buildings" and source is not None and source.dtm is not None
-        polygons, lines = PolygonStitcher(), CentrelineStitcher()
-        polygon_rows = []
-        for row_off in range(0, grid.height, block_rows):
-            rows = min(block_rows, grid.height - row_off)
-            last = row_off + rows >= grid.height
-            halo = halo_px if task == "roads" else 0
-            halo_off = max(0, row_off - halo)
-            halo_stop = min(grid.height, row_off + rows + halo)
-            with timer("read"):
-                block = mask_src.read(1, window=Window(0, halo_off, grid.width, halo_stop - halo_off)) == 1
-                probability = None
-                if prob_src is not None:
-                    percent = prob_src.read(1, window=Window(0, row_off, grid.width, rows))
-                    probability = np.where(percent == NODATA, 0.0, percent / 100.0)
-                height = None
-                if heights:
-                    elevation, _, dtm = source.read_rows(row_off, rows, grid)
-                    height = elevation - dtm
-            with timer("vectorise"):
-                core = block[row_off - halo_off:row_off - halo_off + rows]
-                polygons.add(core, row_off, row_off == 0, last, probability, height)
-                polygon_rows += _polygon_rows(polygons.drain(), grid, min_area_m2, simplify_m, regularise)
-                if task == "roads":
-                    lines.add(block, halo_off, row_off, row_off + rows, grid.height)
-        with timer("vectorise"):
-            polygon_rows += _polygon_rows(polygons.close(), grid, min_area_m2, simplify_m, regularise)
-            centrelines = [(_simplified(_to_map(line, grid.transform), simplify_m), width_px * grid.pixel_size_m)
-                           for line, width_px in lines.close()]
+        polygon_rows, centrelines = _stitch(mask_src, prob_src, source, grid, task, config, timer)
     crs = grid.crs.to_wkt() if grid.crs is not None else None
-    geometry, area, probability, height = (list(column) for column in zip(*polygon_rows, strict=True)) \
-        if polygon_rows else ([], [], [], [])
-    attributes = {"area_m2": np.round(np.asarray(area, float), 2)}
-    if task == "buildings":
-        attributes["mean_height_m"] = np.round(np.asarray(height, float), 2)
-    attributes["mean_probability"] = np.round(np.asarray(probability, float), 3)
-    if task == "buildings":
-        return {"buildings": VectorLayer(_objects(geometry), attributes, crs)}
-    line_geometries = [line for line, _ in centrelines]
-    return {"roads": VectorLayer(_objects(geometry), attributes, crs),
-            "road_centrelines": VectorLayer(_objects(line_geometries), {
-                "length_m": np.round(np.asarray([line.length for line in line_geometries], float), 2),
-                "width_m": np.round(np.asarray([width for _, width in centrelines], float), 2)}, crs)}
+    with timer("vectorise"):
+        layers = {task: _polygon_layer(polygon_rows, task, grid, config, crs)}
+        if task == "roads":
+            lines, widths = _centrelines_in_map(centrelines, grid, config)
+            probabilities = _line_probabilities(lines, prob_path, grid) if prob_path is not None else None
+            layers["road_edges"], layers["road_nodes"] = road_network(
+                lines, widths, probabilities, bridge_gap_m=config.bridge_gap_m, min_spur_m=config.min_spur_m,
+                crs=crs)
+    return layers
+
+
+def road_centrelines(mask_path: str | os.PathLike, config: PredictConfig | None = None) -> tuple[list, list[float]]:
+    """The raw centrelines (map coordinates) of a road mask and their widths in metres, before the network."""
+    config = config or PredictConfig()
+    with rasterio.open(mask_path) as mask_src:
+        grid = GridSpec(mask_src.crs, mask_src.transform, mask_src.width, mask_src.height)
+        _, centrelines = _stitch(mask_src, None, None, grid, "roads", config, StageTimer())
+    return _centrelines_in_map(centrelines, grid, config)
+
+
+def _centrelines_in_map(centrelines: list[tuple], grid: GridSpec, config: PredictConfig) -> tuple[list, list[float]]:
+    simplify_m = grid.pixel_size_m if config.simplify_m is None else config.simplify_m
+    lines = [_simplified(_to_map(line, grid.transform), simplify_m) for line, _ in centrelines]
+    return lines, [width_px * grid.pixel_size_m for _, width_px in centrelines]
+
+
+def _stitch(mask_src, prob_src, source: DemInput | None, grid: GridSpec, task: str, config: PredictConfig,
+            timer: StageTimer) -> tuple[list[tuple], list[tuple]]:
+    """Every component's exact outline and statistics, and (for roads) the centrelines, block by block."""
+    block_rows = config.block_rows or default_block_rows(grid.width)
+    heights = task == "buildings" and source is not None and source.dtm is not None
+    halo = config.halo_px if task == "roads" else 0
+    polygons, lines = PolygonStitcher(), CentrelineStitcher()
+    polygon_rows = []
+    for row_off in range(0, grid.height, block_rows):
+        rows = min(block_rows, grid.height - row_off)
+        halo_off, halo_stop = max(0, row_off - halo), min(grid.height, row_off + rows + halo)
+        with timer("read"):
+            block = mask_src.read(1, window=Window(0, halo_off, grid.width, halo_stop - halo_off)) == 1
+            probability = None
+            if prob_src is not None:
+                percent = prob_src.read(1, window=Window(0, row_off, grid.width, rows))
+                probability = np.where(percent == NODATA, 0.0, percent / 100.0)
+            height = None
+            if heights:
+                elevation, _, dtm = source.read_rows(row_off, rows, grid)
+                height = elevation - dtm
+        with timer("vectorise"):
+            core = block[row_off - halo_off:row_off - halo_off + rows]
+            polygons.add(core, row_off, row_off == 0, row_off + rows >= grid.height, probability, height)
+            polygon_rows += _polygon_rows(polygons.drain(), grid, config.min_area_m2)
+            if task == "roads":
+                lines.add(block, halo_off, row_off, row_off + rows, grid.height)
+    with timer("vectorise"):
+        polygon_rows += _polygon_rows(polygons.close(), grid, config.min_area_m2)
+        return polygon_rows, lines.close() if task == "roads" else []
+
+
+def _line_probabilities(lines: list, prob_path: str | os.PathLike, grid: GridSpec) -> list[float]:
+    """The mean target probability under each line, sampled every pixel along it."""
+    means = []
+    with rasterio.open(prob_path) as src:
+        for line in lines:
+            count = max(2, int(line.length / grid.pixel_size_m) + 1)
+            points = [line.interpolate(d) for d in np.linspace(0.0, line.length, count)]
+            values = np.array([v[0] for v in src.sample([(p.x, p.y) for p in points])], float)
+            values = values[values != NODATA]
+            means.append(float(values.mean() / 100.0) if len(values) else float("nan"))
+    return means
