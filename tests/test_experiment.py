@@ -126,3 +126,48 @@ def test_confidence_interval_is_student_t():
     mean, half = mean_ci95([0.5, 0.6, 0.7])
     assert mean == pytest.approx(0.6) and half == pytest.approx(4.303 * 0.1 / np.sqrt(3), rel=1e-3)
     assert np.isnan(mean_ci95([0.4])[1])
+
+
+def test_score_on_other_datasets_adds_a_row_per_dataset_and_a_pooled_row(world, tmp_path):
+    import yaml
+
+    other = generate_world(tmp_path / "other", scenes=2, size_px=160, pixel_size_m=1.0, seed=9, progress=False)
+    renamed = tmp_path / "renamed.yaml"
+    spec = yaml.safe_load(other.read_text())
+    renamed.write_text(yaml.safe_dump({**spec, "name": "other-city-b"}).replace(": s0", f": {other.parent}/s0"))
+    config = ExperimentConfig(tasks=["buildings"], models=["unet", "mae-detail"], backbone_weights=["random"],
+                              train_tiles=[2], seeds=1, base=tiny_config(iters=2, val_every=2), preview_tiles=0,
+                              score_on=[str(other), str(renamed)])
+    rows = run_experiment(world, config, tmp_path / "exp", progress=False)
+    assert {r["scored_on"] for r in rows} == {"validation", spec["name"], "other-city-b", "pooled"}
+    elsewhere = [r for r in rows if r["scored_on"] not in ("validation", "pooled")]
+    # the 1 m world is resampled to the 0.5 m training grid: 160 px scenes become 320 px, windows overlap
+    assert all(r["scored_pixels"] > 2 * (320 * 320) * 0.5 for r in elsewhere)
+    pooled = [r for r in rows if r["scored_on"] == "pooled"]
+    assert all(p["tp"] == sum(r["tp"] for r in elsewhere if r["label"] == p["label"]) for p in pooled)
+    summary = (tmp_path / "exp" / "summary.md").read_text()
+    assert "## Scored on pooled" in summary and "minus unet" in summary
+    header = (tmp_path / "exp" / "results.csv").read_text().splitlines()[0]
+    assert "scored_on" in header
+
+
+def test_detail_model_logits_are_full_resolution_and_only_trainable_parts_get_gradients():
+    import torch
+
+    from demseg.models import ModelConfig, build
+
+    model = build(ModelConfig(model="mae-detail", backbone_weights="random", tile_size_px=64, head_width=8,
+                              neck_width=8, detail_width=4, backbone_dtype="fp32")).train()
+    x = torch.randn(2, 2, 64, 64)
+    logits = model(x)
+    assert logits.shape == (2, 2, 64, 64)
+    logits[:, 1, 10, 10].sum().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.head.detail.stride1[0][0].weight.grad.abs().sum() > 0
+    # a change of one input pixel moves the logits at full resolution (the detail path sees pixels)
+    with torch.no_grad():
+        model.eval()
+        changed = x.clone()
+        changed[:, :, 40, 40] += 5.0
+        delta = (model(changed) - model(x)).abs()[0, 1]
+    assert delta[40, 40] > delta[40, 52] > 0

@@ -24,6 +24,7 @@ from demseg.data.tiles import Tile, eligible_tiles, training_subset
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
 from demseg.evaluate.report import plot_curves, write_preview, write_results_csv, write_summary
+from demseg.evaluate.scenes import SceneWindows, scene_windows, score_windows
 from demseg.io.atomic import write_text_atomic
 from demseg.io.folders import out_dir
 from demseg.models.registry import build, build_encoder, uses_backbone
@@ -48,7 +49,8 @@ class ExperimentConfig(BaseModel):
     base: TrainConfig = Field(default_factory=TrainConfig, description="Settings shared by every run.")
     preview_tiles: int = Field(4, ge=0, description="Validation tiles shown in each preview PNG (0: none).")
     score_on: list[str] = Field([], description="Other dataset specs, comma-separated: every run is also scored on "
-                                                "all their labelled tiles (resampled to the training pixel size).")
+                                                "every labelled pixel of their scenes (resampled to the training "
+                                                "pixel size, windows blended as in predict).")
 
 
 @dataclass(frozen=True)
@@ -147,29 +149,11 @@ def _plan(data: SplitData, config: ExperimentConfig) -> list[dict]:
     return plan
 
 
-@dataclass
-class ScoreSet:
-    """All labelled tiles of another dataset, resampled to the training pixel size, as arrays."""
-
-    name: str
-    data: SplitData
-    tiles: list[Tile]
-    arrays: TileArrays
-    cache: FeatureCache | None = None
-
-
-def _score_sets(config: ExperimentConfig, base: TrainConfig, task: str, progress: bool) -> list[ScoreSet]:
-    sets = []
-    for spec in config.score_on:
-        data = load_split(spec, [task], base.split_config(), progress, pixel_size_m=base.pixel_size_m)
-        tiles = sorted((t for t in data.tiles if t.labelled_fraction.get(task, 0.0) >= base.min_labelled_fraction),
-                       key=lambda t: t.id)
-        if not tiles:
-            raise DemsegError(f"--score-on {spec}: no tile labelled for {task}")
-        sets.append(ScoreSet(data.spec.name, data, tiles, tile_arrays(data.scenes, tiles, task, base.recipe)))
+def _score_sets(config: ExperimentConfig, base: TrainConfig, task: str, progress: bool) -> list[SceneWindows]:
+    sets = [scene_windows(spec, task, base, progress) for spec in config.score_on]
     names = [s.name for s in sets]
-    if len(set(names)) != len(names) or "validation" in names:
-        raise DemsegError(f"--score-on specs need distinct names other than 'validation', got {names}")
+    if len(set(names)) != len(names) or {"validation", "pooled"} & set(names):
+        raise DemsegError(f"--score-on specs need distinct names other than 'validation' and 'pooled', got {names}")
     return sets
 
 
@@ -212,23 +196,21 @@ def _prepare_group(data: SplitData, base: TrainConfig, task: str, arm: Arm, subs
     return group
 
 
-def _scores_elsewhere(model, config: TrainConfig, group: _Group, sets: list[ScoreSet]) -> dict[str, dict]:
-    """The run's scores on every other dataset (all its labelled tiles)."""
+def _scores_elsewhere(model, config: TrainConfig, group: _Group, sets: list[SceneWindows]) -> dict[str, dict]:
+    """The run's scores on every other dataset (every labelled pixel of its scenes)."""
     found = {}
-    for score_set in sets:
+    for windows in sets:
         if group.caches is not None:
-            predictions = predict_cached(model, score_set.cache, score_set.arrays.inputs, config.use_amp())
+            probabilities = predict_cached(model, windows.cache, windows.arrays.inputs, config.use_amp(),
+                                           probabilities=True)
         else:
-            predictions = predict_images(model, score_set.arrays.inputs, config.use_amp())
-        scorer = SegmentationScorer(config.task, config.pixel_size_m)
-        for prediction, target in zip(predictions, score_set.arrays.targets, strict=True):
-            scorer.add(prediction, target)
-        found[score_set.name] = {**scorer.scores(), "val_tiles": len(score_set.tiles)}
+            probabilities = predict_images(model, windows.arrays.inputs, config.use_amp(), probabilities=True)
+        found[windows.name] = score_windows(probabilities, windows, config.task, config.pixel_size_m)
     return found
 
 
 def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, task: str, arm: Arm,
-               runs: list[dict], out: Path, progress: bool, score_sets: list[ScoreSet]) -> None:
+               runs: list[dict], out: Path, progress: bool, score_sets: list[SceneWindows]) -> None:
     """All runs of one task and one arm, sharing data arrays and feature caches."""
     subsets = {(r["train_tiles"], r["seed"]): training_subset(data.tiles, r["train_tiles"], r["seed"], task,
                                                               base.min_labelled_fraction) for r in runs}
@@ -303,10 +285,11 @@ def collect_results(out: Path) -> list[dict]:
 def pooled_scores(scores: list[dict]) -> dict:
     """Pixel IoU, precision, recall and F1 of several datasets' summed tp/fp/fn counts."""
     tp, fp, fn = (sum(s.get(k, 0) for s in scores) for k in ("tp", "fp", "fn"))
+    pixels = sum(s.get("scored_pixels", 0) for s in scores)
     ratio = lambda a, b: float(a / b) if b else float("nan")  # noqa: E731 - a local shorthand
     return {"iou": ratio(tp, tp + fp + fn), "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
             "f1": ratio(2 * tp, 2 * tp + fp + fn), "tp": tp, "fp": fp, "fn": fn,
-            "val_tiles": sum(s.get("val_tiles", 0) for s in scores)}
+            "val_tiles": sum(s.get("val_tiles", 0) for s in scores), "scored_pixels": pixels}
 
 
 def _write_outputs(out: Path, rows: list[dict], config: ExperimentConfig, data: SplitData,

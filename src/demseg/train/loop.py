@@ -149,28 +149,36 @@ def cached_logits(model: nn.Module, cache: FeatureCache, rows: np.ndarray, input
     return model.head(features, image), target
 
 
+def _decide(logits: torch.Tensor, probabilities: bool) -> list[np.ndarray]:
+    """0/1 predictions (uint8), or the target class's probabilities (float32), of a batch of logits."""
+    if probabilities:
+        return list(torch.softmax(logits.float(), dim=1)[:, 1].numpy())
+    return list(logits.float().argmax(1).numpy().astype(np.uint8))
+
+
 @torch.no_grad()
-def predict_cached(model: nn.Module, cache: FeatureCache, inputs: np.ndarray, amp: bool,
-                   batch_size: int = 16) -> list[np.ndarray]:
-    """0/1 predictions of a backbone model for every row of a cache (``inputs``: the cached tiles)."""
+def predict_cached(model: nn.Module, cache: FeatureCache, inputs: np.ndarray, amp: bool, batch_size: int = 16,
+                   probabilities: bool = False) -> list[np.ndarray]:
+    """0/1 predictions (or probabilities) of a backbone model for every row of a cache (``inputs``: its tiles)."""
     model.eval()
     out = []
     for start in range(0, len(cache), batch_size):
         with _autocast(amp):
             logits, _ = cached_logits(model, cache, np.arange(start, min(len(cache), start + batch_size)), inputs)
-        out += list(logits.float().argmax(1).numpy().astype(np.uint8))
+        out += _decide(logits, probabilities)
     return out
 
 
 @torch.no_grad()
-def predict_images(model: nn.Module, inputs: np.ndarray, amp: bool, batch_size: int = 8) -> list[np.ndarray]:
-    """0/1 predictions of an image model (UNet or a whole backbone model) for every input tile."""
+def predict_images(model: nn.Module, inputs: np.ndarray, amp: bool, batch_size: int = 8,
+                   probabilities: bool = False) -> list[np.ndarray]:
+    """0/1 predictions (or probabilities) of an image model (UNet or a whole backbone model) for every tile."""
     model.eval()
     out = []
     for start in range(0, len(inputs), batch_size):
         with _autocast(amp):
             logits = model(torch.from_numpy(inputs[start:start + batch_size]))
-        out += list(logits.float().argmax(1).numpy().astype(np.uint8))
+        out += _decide(logits, probabilities)
     return out
 
 
