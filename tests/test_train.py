@@ -210,3 +210,76 @@ def test_evaluating_a_run_on_data_at_another_resolution_is_refused(world, tmp_pa
     with pytest.raises(DemsegError, match="pixel size"):
         evaluate_run(tmp_path / "u", world, progress=False)
     assert evaluate_run(tmp_path / "u", world, progress=False, allow_resolution_mismatch=True)["val_tiles"] > 0
+
+
+def test_top_k_fine_tuning_from_the_block_cache_gives_the_same_losses_as_without_it(world):
+    _, config, train, val = prepared(world, tiny_config(finetune="top-2", lp_fraction=0.0, cache_dtype="fp32"))
+    cached = fit(config, build(config), train, val, SegmentationScorer, progress=False)
+    uncached = fit(config.model_copy(update={"cached": False}), build(config), train, val, SegmentationScorer,
+                   progress=False)
+    assert np.allclose(cached.losses, uncached.losses, rtol=1e-4, atol=1e-5)
+    bf16 = fit(config.model_copy(update={"cache_dtype": "bf16"}), build(config), train, val, SegmentationScorer,
+               progress=False)
+    assert np.allclose(bf16.losses, uncached.losses, rtol=2e-2, atol=2e-3)
+
+
+def test_fine_tuning_changes_only_the_tuned_blocks_and_lp_ft_waits_for_the_head(world):
+    _, config, train, val = prepared(world, tiny_config(model="mae-detail", finetune="top-2", lp_fraction=0.5,
+                                                        detail_width=4))
+    model = build(config)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    # an LP stage as long as the run: the tuned blocks never move
+    fit(config.model_copy(update={"lp_fraction": 0.99}), model, train, val, SegmentationScorer, progress=False)
+    unchanged = [k for k in before if torch.equal(before[k], model.backbone.state_dict()[k])]
+    assert len(unchanged) == len(before)
+    # one validation at the end, so the kept state is the trained one
+    fit(config.model_copy(update={"val_every": config.iters}), model, train, val, SegmentationScorer,
+        progress=False)
+    after = model.backbone.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("encoder.layers.10.", "encoder.layers.11.")) for k in changed)
+
+
+def test_a_fine_tuned_run_saves_its_tuned_blocks_and_loads_them_back(world, tmp_path):
+    from demseg.train.loop import predict_images
+
+    config = tiny_config(model="mae-detail", finetune="top-1", lp_fraction=0.0, detail_width=4)
+    train_run(world, config, tmp_path / "ft", SegmentationScorer, progress=False)
+    model, loaded = load_run(tmp_path / "ft")
+    fresh = build(loaded.model_copy(update={"backbone_weights": "dem-tiny"}))
+    block = "encoder.layers.11.mlp.fc1.weight"
+    assert not torch.equal(model.backbone.state_dict()[block].float(), fresh.backbone.state_dict()[block].float())
+    _, _, _, val = prepared(world, loaded)
+    again, _ = load_run(tmp_path / "ft")
+    first, second = predict_images(model, val.inputs[:2], False), predict_images(again, val.inputs[:2], False)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_init_starts_from_another_run_and_refuses_a_mismatch(world, tmp_path, capsys):
+    from demseg.cli import main
+    from demseg.train.run import apply_init, resolve_init
+
+    train_run(world, tiny_config(model="unet"), tmp_path / "synthetic", SegmentationScorer, progress=False)
+    config = resolve_init(tiny_config(model="unet", init=str(tmp_path / "synthetic")))
+    model = build(config, seed=5)
+    apply_init(model, config)
+    saved, _ = load_run(tmp_path / "synthetic")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values(),
+                                                  strict=True))
+    base = ["train", str(world), "--tile-size-px", str(TILE), "--iters", "2", "--train-tiles", "2", "--unet-width",
+            "4", "--out", str(tmp_path / "run"), "--quiet", "--init", str(tmp_path / "synthetic")]
+    for extra, pattern in ((["--model", "unet", "--recipe", "minmax"], "recipe"),
+                           (["--model", "unet", "--task", "roads"], "task"),
+                           (["--model", "mae-upernet"], "model")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert pattern in err and len(err.strip().splitlines()) == 1
+
+
+def test_finetuning_more_blocks_than_the_encoder_has_is_one_line(world, tmp_path, capsys):
+    from demseg.cli import main
+
+    code = main(["train", str(world), "--tile-size-px", str(TILE), "--iters", "2", "--train-tiles", "2",
+                 "--finetune", "top-13", "--backbone-weights", "random", "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "top 13 blocks of a 12-block" in err and len(err.strip().splitlines()) == 1
