@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from demseg.cli_flags import add_config_flags, bounded, config_from_args, list_of, make_config
+from demseg.cli_flags import add_config_flags, bounded, config_from_args, list_of, make_config, mapping_of
 from demseg.errors import DemsegError
 
 EXIT_USER_ERROR = 2
@@ -107,6 +107,42 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     errors = [r for r in reports if r.error]
     if errors:
         raise DemsegError(f"{len(errors)} of {len(reports)} scene(s) failed: {errors[0].problems[0]}")
+    return 0
+
+
+# ---------------------------------------------------------------- rasterize
+
+
+def _add_rasterize(commands) -> None:
+    from demseg.lidar import RasterizeConfig
+
+    p = commands.add_parser("rasterize", help="classified LAS/LAZ/COPC point clouds to DSM, DTM, nDSM and labels",
+                            description="Rasterise classified point clouds onto one grid: dsm.tif, dtm.tif, "
+                                        "ndsm.tif, labels.tif (0 background, 1 buildings, 2 roads, 255 no data), "
+                                        "point_count.tif, dataset.yaml (a demseg spec) and manifest.json, written "
+                                        "atomically. Points stream in chunks: memory does not grow with the "
+                                        "number of points.")
+    p.add_argument("points", nargs="+", help="LAS/LAZ/COPC files; one grid covers them all")
+    p.add_argument("--out", required=True, help="output folder")
+    add_config_flags(p, RasterizeConfig, ["pixel_size_m", "crs", "like", "ground_class", "water_class",
+                                          "drop_classes", "fill_radius_m", "chunk_points"])
+    classes = RasterizeConfig.model_fields["classes"]
+    default = ",".join(f"{task}={code}" for task, code in classes.get_default(call_default_factory=True).items())
+    p.add_argument("--classes", dest="classes", type=mapping_of, default=argparse.SUPPRESS, metavar="TASK=CODE,...",
+                   help=f"{classes.description} (default {default})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_rasterize, configs=lambda a: {"rasterize": config_from_args(RasterizeConfig, a)})
+
+
+def _cmd_rasterize(args: argparse.Namespace) -> int:
+    from demseg.lidar import rasterize
+
+    manifest = rasterize(args.points, args.configs(args)["rasterize"], args.out, overwrite=args.overwrite,
+                         progress=not args.quiet)
+    grid, points = manifest["grid"], manifest["points"]
+    print(f"rasterised {points['used']:,} points onto {grid['width']} x {grid['height']} cells of "
+          f"{grid['pixel_size_m']:g} m ({manifest['crs']}) in {manifest['seconds']:.1f} s: {args.out}")
     return 0
 
 
@@ -344,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"demseg {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for add in (_add_synth, _add_data, _add_pretrain, _add_train, _add_evaluate, _add_experiment, _add_report,
+    for add in (_add_synth, _add_data, _add_rasterize, _add_pretrain, _add_train, _add_evaluate, _add_experiment, _add_report,
                 _add_demo, _add_probe, _add_predict):
         add(commands)
     return parser

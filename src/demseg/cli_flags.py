@@ -57,6 +57,19 @@ def list_of(item_type):
     return parse
 
 
+def mapping_of(text: str) -> dict[str, int]:
+    """An argparse type: ``buildings=6,roads=11`` as {"buildings": 6, "roads": 11}."""
+    mapping = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, code = part.partition("=")
+        if not sep or not name.strip() or not code.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected NAME=CODE pairs such as buildings=6,roads=11, got {text}")
+        mapping[name.strip()] = int(code)
+    if not mapping:
+        raise argparse.ArgumentTypeError("needs at least one NAME=CODE pair")
+    return mapping
+
+
 def _field_type(field) -> tuple[type, bool]:
     """(scalar type, optional) of a field annotation such as ``int | None``."""
     annotation = field.annotation

@@ -21,15 +21,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 
 from demseg.errors import DemsegError
-
-if TYPE_CHECKING:  # io.vector may import this module to style what it writes
-    from demseg.io.vector import VectorLayer
 
 MASK_COLORMAPS = {
     "buildings": {0: (224, 224, 224, 255), 1: (255, 59, 48, 255), 255: (0, 0, 0, 0)},
@@ -160,9 +156,9 @@ def road_polygons_qml() -> str:
     return single_symbol_qml("fill", (255, 209, 31, 170))
 
 
-def default_styles(layers: Mapping[str, VectorLayer]) -> dict[str, str]:
+def default_styles(layers: Mapping[str, object]) -> dict[str, str]:
     """demseg's QML style for each known layer name (buildings, roads, road_centrelines, road_edges,
-    road_nodes); other layers get none."""
+    road_nodes); other layers get none. ``layers``: VectorLayers (io.vector imports this module)."""
     styles = {}
     for name, layer in layers.items():
         if name == "buildings":

@@ -1,0 +1,211 @@
+"""Rasterise classified point clouds (LAS/LAZ/COPC) into a demseg scene: DSM, DTM, nDSM, labels, counts.
+
+One grid covers all inputs (their header extents, origin snapped to a multiple of the pixel size),
+or the grid of an existing raster (``like``). Points stream through in chunks of
+``chunk_points``, so memory grows with the grid, never with the point count: ~30 bytes a cell of
+accumulators and 60-100 bytes a cell at the peak (the DTM's triangulation is built block by block,
+so sparse data, where most ground cells border a gap, does not blow it up).
+The rules for each raster are in :mod:`demseg.lidar.surfaces`; in short: DSM = highest non-water
+return per cell, empty cells filled from the nearest cell with points within ``fill_radius_m``;
+DTM = mean ground height per cell, linearly interpolated (Delaunay) under buildings and gaps;
+nDSM = DSM - DTM; labels = per-cell majority of the configured classes against "other".
+
+The output folder holds ``dsm.tif``, ``dtm.tif``, ``ndsm.tif`` (float32, nodata -9999),
+``labels.tif`` (uint8: 0 background, 1 buildings, 2 roads, 255 no data), ``point_count.tif``
+(uint32), ``dataset.yaml`` (loads with :func:`demseg.data.spec.load_spec`) and ``manifest.json``.
+It is written into a hidden folder beside ``out_dir`` and renamed at the end: a failure leaves
+nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from demseg import __version__
+from demseg.data.spec import DEFAULT_CLASSES
+from demseg.errors import DemsegError
+from demseg.io.provenance import file_sha256
+from demseg.io.raster import GridSpec, write_geotiff
+from demseg.lidar.accumulate import CellAccumulator
+from demseg.lidar.config import RasterizeConfig
+from demseg.lidar.grid import like_grid, union_grid
+from demseg.lidar.sources import PointFile, iter_points, read_header, resolve_crs
+from demseg.lidar.surfaces import (
+    LABEL_NODATA,
+    check_ground,
+    height_model,
+    label_raster,
+    surface_model,
+    terrain_model,
+)
+
+NODATA = -9999.0  # float rasters
+MANIFEST = "manifest.json"
+
+
+def rasterize(points: Sequence[str | os.PathLike], config: RasterizeConfig | None = None,
+              out_dir: str | os.PathLike = "rasterized", overwrite: bool = False,
+              progress: bool = True) -> dict:
+    """Write the rasters, ``dataset.yaml`` and ``manifest.json`` of ``points`` into ``out_dir``.
+
+    Returns the manifest (also written as ``manifest.json``) plus ``out_dir``.
+    """
+    started = time.perf_counter()
+    config = config or RasterizeConfig()
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, overwrite)
+    if not points:
+        raise DemsegError("no point cloud files given")
+    files = [read_header(path) for path in points]
+    crs, vertical_crs = resolve_crs(files, config.crs)
+    grid = _output_grid(files, crs, config)
+    acc = CellAccumulator(grid, list(config.classes.values()), config.ground_class, config.water_class,
+                          config.drop_classes, close_far_edges=config.like is None)
+    _stream(files, acc, config.chunk_points, progress)
+    _check_tally(acc, config)
+    check_ground(acc)  # before anything is written
+    with _atomic_folder(out_dir, overwrite) as staging:
+        summary = _write_rasters(staging, acc, config)
+        tasks = _write_spec(staging / "dataset.yaml", out_dir, summary["labels_present"], config)
+        manifest = _manifest(files, config, grid, vertical_crs, acc, summary, tasks)
+        manifest["seconds"] = round(time.perf_counter() - started, 3)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return {**manifest, "out_dir": str(out_dir)}
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DemsegError(f"output path exists and is not a folder: {out_dir}")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise DemsegError(f"output folder exists: {out_dir} (pass --overwrite to replace it)")
+
+
+def _output_grid(files: list[PointFile], crs, config: RasterizeConfig) -> GridSpec:
+    if config.like is None:
+        return union_grid(files, crs, config.pixel_size_m)
+    grid = like_grid(config.like, crs)
+    if "pixel_size_m" in config.model_fields_set and abs(grid.pixel_size_m - config.pixel_size_m) > 1e-9:
+        raise DemsegError(f"--pixel-size-m {config.pixel_size_m} contradicts the --like raster's pixel size "
+                          f"{grid.pixel_size_m:g}: {config.like}; leave it out to use the raster's")
+    return grid
+
+
+def _stream(files: list[PointFile], acc: CellAccumulator, chunk_points: int, progress: bool) -> None:
+    total = sum(f.point_count for f in files)
+    with tqdm(total=total, unit="pt", unit_scale=True, desc="rasterize", disable=not progress) as bar:
+        for point_file in files:
+            for chunk in iter_points(point_file, chunk_points):
+                acc.add(chunk)
+                bar.update(len(chunk))
+
+
+def _check_tally(acc: CellAccumulator, config: RasterizeConfig) -> None:
+    tally = acc.tally
+    if tally.used == 0:
+        where = f"the --like grid {config.like}" if config.like else "the grid"
+        raise DemsegError(f"no usable point: {tally.read} read, {tally.dropped} of dropped classes "
+                          f"{config.drop_classes} or withheld, {tally.off_grid} outside {where}")
+    if tally.off_grid and config.like is None:
+        warnings.warn(f"{tally.off_grid} point(s) lie outside their files' header bounds and were skipped",
+                      stacklevel=3)
+    for task, code in config.classes.items():
+        if tally.per_class[code] == 0:
+            warnings.warn(f"no point has ASPRS class {code} ({task}); {task} is left out of the labels",
+                          stacklevel=3)
+
+
+def _write_rasters(folder: Path, acc: CellAccumulator, config: RasterizeConfig) -> dict:
+    """Compute and write each raster in turn (few full-grid arrays alive at once); returns cell counts."""
+    def write(name: str, array: np.ndarray, nodata: float | None = NODATA) -> None:
+        if array.dtype.kind == "f":
+            array[np.isnan(array)] = NODATA
+        write_geotiff(folder / f"{name}.tif", array, acc.grid, nodata=nodata)
+
+    dsm = surface_model(acc, config.fill_radius_m)
+    dsm_valid = np.isfinite(dsm)
+    labels = label_raster(acc, [DEFAULT_CLASSES[task] for task in config.classes], dsm_valid)
+    codes, counts = np.unique(labels, return_counts=True)
+    write("labels", labels, float(LABEL_NODATA))
+    del labels
+    write("point_count", acc.shaped(acc.count), None)
+    dtm = terrain_model(acc, dsm_valid)
+    write("ndsm", height_model(dsm, dtm))
+    with_points = acc.shaped(acc.count) > 0
+    cells = {"total": int(dsm.size), "with_points": int(with_points.sum()), "dsm_valid": int(dsm_valid.sum()),
+             "dsm_filled": int((dsm_valid & ~with_points).sum()), "dtm_valid": int(np.isfinite(dtm).sum()),
+             "with_ground_points": int((acc.ground_count > 0).sum())}
+    write("dtm", dtm)
+    write("dsm", dsm)
+    return {"cells": cells, "labels_present": {int(c) for c in codes},
+            "cells_per_label": {str(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}}
+
+
+def _write_spec(path: Path, out_dir: Path, present: set[int], config: RasterizeConfig) -> dict[str, int]:
+    """Write a one-scene ``dataset.yaml``; returns the task -> label code of the classes the labels hold."""
+    tasks = {task: DEFAULT_CLASSES[task] for task in config.classes if DEFAULT_CLASSES[task] in present}
+    name = out_dir.resolve().name or "scene"
+    scene: dict = {"id": name, "dem": "dsm.tif", "dtm": "dtm.tif"}
+    if tasks:
+        scene["labels"] = {"raster": "labels.tif", "classes": tasks, "ignore": LABEL_NODATA}
+    spec = {"name": name, "scenes": [scene],
+            "description": "rasterised from point clouds by demseg rasterize (see manifest.json)"}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return tasks
+
+
+def _manifest(files: list[PointFile], config: RasterizeConfig, grid: GridSpec, vertical_crs: str | None,
+              acc: CellAccumulator, summary: dict, tasks: dict[str, int]) -> dict:
+    return {
+        "tool": "demseg rasterize", "demseg_version": __version__,
+        "config": config.model_dump(mode="json"),
+        "inputs": [{"path": str(f.path.resolve()), "sha256": file_sha256(f.path), "points": f.point_count,
+                    "las_version": f.version, "point_format": f.point_format,
+                    "declared_crs": f.declared_crs.to_string() if f.declared_crs is not None else None}
+                   for f in files],
+        "crs": grid.crs.to_string(), "vertical_crs": vertical_crs,
+        "grid": {"width": grid.width, "height": grid.height, "pixel_size_m": grid.pixel_size_m,
+                 "transform": list(grid.transform)[:6], "bounds": list(grid.bounds)},
+        "points_bounds": [min(f.mins[0] for f in files), min(f.mins[1] for f in files),
+                          max(f.maxs[0] for f in files), max(f.maxs[1] for f in files)],
+        "points": acc.tally.as_dict(),
+        "cells": summary["cells"],
+        "labels": {"classes": tasks, "ignore": LABEL_NODATA, "cells_per_code": summary["cells_per_label"]},
+        "outputs": [f"{name}.tif" for name in ("dsm", "dtm", "ndsm", "labels", "point_count")]
+                   + ["dataset.yaml", MANIFEST],
+    }
+
+
+@contextlib.contextmanager
+def _atomic_folder(target: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a hidden staging folder beside ``target``; it replaces ``target`` only if the block succeeds."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    except OSError as exc:
+        raise DemsegError(f"cannot create the output folder beside {target}: {exc.strerror or exc}") from exc
+    try:
+        yield staging
+        _check_out_dir(target, overwrite)  # another process may have written it meanwhile
+        if target.is_dir():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except OSError as exc:
+        raise DemsegError(f"could not write the output folder {target}: {exc.strerror or exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
