@@ -16,7 +16,7 @@ Scores against BAG, inside the valid extent of the mask (no-data cells excluded)
 - vertices per polygon (BAG's own count per building is given for reference) and the share of
   corners within 10 degrees of a right angle.
 
-Run: .venv/bin/python benchmarks/bench_footprints.py
+Run: .venv/bin/python benchmarks/bench_footprints.py [--mask PRED/dsm_mask.tif]
 Writes benchmarks/results/footprints.md and footprints.json.
 """
 
@@ -128,7 +128,8 @@ def score(name: str, mask: str, outlines: list, truth: list, truth_union, area, 
 
 
 def run_mask(mask: str, truth: list, scene: Path) -> list[dict]:
-    polygons, transform, valid, pixel_size_m = mask_polygons(scene / mask)
+    polygons, transform, valid, pixel_size_m = mask_polygons(scene / mask if not Path(mask).is_absolute()
+                                                             else Path(mask))
     area = valid_area(valid, transform)
     truth_union = shapely.union_all(truth).intersection(area)
     variants = {"pixel stairs": lambda: polygons,
@@ -168,11 +169,13 @@ def markdown(rows: list[dict], bag_vertices: float, bag_right: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene", type=Path, default=SCENE)
+    parser.add_argument("--mask", action="append", type=Path, default=[],
+                        help="also score this mask (e.g. a demseg predict <stem>_mask.tif on the scene's grid)")
     args = parser.parse_args()
     bag = read_vector(args.scene / "raw" / "bag" / "bag_pandactueelbestand.geojson")
     truth = [g for g in shapely.make_valid(bag.geometries) if not g.is_empty]
     rows = []
-    for mask in ("labels_class6.tif", "labels_bag.tif"):
+    for mask in ["labels_class6.tif", "labels_bag.tif", *map(str, (m.resolve() for m in args.mask))]:
         rows += run_mask(mask, truth, args.scene)
     bag_vertices = float(np.mean([vertex_count(g) for g in truth]))
     save("footprints", {"scene": args.scene.name, "min_area_m2": MIN_AREA_M2, "band_m": BAND_M, "rows": rows,

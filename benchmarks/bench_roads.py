@@ -14,7 +14,7 @@ directions, and the share of control-node pairs whose shortest paths agree withi
 networks are clipped to the scene shrunk by 10 m, so that the roads' ends at the scene edge
 (true lines run half a width past it, skeletons stop half a width inside) do not count.
 
-Run: .venv/bin/python benchmarks/bench_roads.py [--scenes 3] [--seed 7]
+Run: .venv/bin/python benchmarks/bench_roads.py [--scenes 3] [--seed 7] [--run ROADS_RUN]
 Writes benchmarks/results/roads.md and roads.json.
 """
 
@@ -96,7 +96,21 @@ def dead_ends(lines: list) -> int:
     return sum(graph.degree(node) == 1 for node in graph.nodes)
 
 
-def score_scene(scene: Path, rng) -> list[dict]:
+def predicted_mask(run: Path, scene: Path, folder: Path) -> tuple[np.ndarray, float]:
+    """The road mask a trained run predicts for a scene's DEM, and its pixel IoU with the true roads."""
+    from demseg.predict import predict_scene
+
+    paths = predict_scene(run, scene / "dem.tif", folder / "predicted", dtm_path=scene / "dtm.tif", progress=False)
+    with rasterio.open(paths["mask"]) as src:
+        mask = src.read(1)
+    with rasterio.open(scene / "labels.tif") as src:
+        labels = src.read(1)
+    known = (labels != 255) & (mask != 255)
+    prediction, truth = (mask == 1) & known, (labels == 2) & known
+    return (mask == 1).astype(np.uint8), float((prediction & truth).sum() / max(1, (prediction | truth).sum()))
+
+
+def score_scene(scene: Path, rng, run: Path | None = None) -> list[dict]:
     with rasterio.open(scene / "labels.tif") as src:
         labels = src.read(1)
         grid = GridSpec(src.crs, src.transform, src.width, src.height)
@@ -108,7 +122,11 @@ def score_scene(scene: Path, rng) -> list[dict]:
     cut, cuts = cut_roads(mask, truth, widths, grid, rng)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for mask_name, values in (("perfect", mask), (f"cut ({cuts} gaps of 3-8 m)", cut)):
+        masks = [("perfect", mask), (f"cut ({cuts} gaps of 3-8 m)", cut)]
+        if run is not None:
+            predicted, iou = predicted_mask(run, scene, Path(tmp))
+            masks.append((f"predicted (pixel IoU {iou:.3f})", predicted))
+        for mask_name, values in masks:
             lines, line_widths = centrelines(values, grid, Path(tmp), "mask")
             variants = {"raw centrelines": lambda lines=lines: lines}
             for bridge in ((8.0,) if mask_name == "perfect" else (0.0, 8.0)):
@@ -158,11 +176,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--run", type=Path, help="also score the road mask this trained roads run predicts")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         generate_world(tmp, scenes=args.scenes, seed=args.seed, progress=False)
-        rows = [row for scene in sorted(Path(tmp).glob("s[0-9]*")) for row in score_scene(scene, rng)]
+        rows = [row for scene in sorted(Path(tmp).glob("s[0-9]*")) for row in score_scene(scene, rng, args.run)]
     summary = summarise(rows)
     save("roads", {"scenes": args.scenes, "seed": args.seed, "summary": summary, "rows": rows},
          markdown(rows, summary))

@@ -305,8 +305,10 @@ def excluded_regions(config: PretrainConfig) -> list[tuple[str, tuple[float, flo
 def _optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+    # the fused kernel updates all tensors at once: the per-tensor loop cost a third of a ViT-tiny step
     return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95),
+                             fused=True)
 
 
 def _pretrain(sources, config: PretrainConfig, out: Path, resume: bool, progress: bool, stop_after: int | None,

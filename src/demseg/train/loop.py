@@ -106,7 +106,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.O
             scale = config.layer_decay ** (backbone.num_blocks - depth_index)
             groups.append({"params": list(block.parameters()), "lr": config.lr * scale})
             factors.append(lambda step, s=start: lr_factor(step, *schedule, start=s))
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
