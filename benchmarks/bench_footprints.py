@@ -5,9 +5,9 @@ Masks (0.5 m, EPSG:28992, from /work/shared/data/real/ahn3_bag_amsterdam_bag3d/)
 - ``labels_bag.tif``: the BAG footprints burnt into the grid (the regulariser's own error alone).
 Each mask is vectorised as demseg does (4-connected components traced by
 ``rasterio.features.shapes``, collinear vertices dropped, < 10 m2 dropped) and written four ways:
-pixel stairs, demseg's default Douglas-Peucker at one pixel, demseg's ``regularise=True``
-(minimum rotated rectangle when it is filled >= 85 %), and ``regularise_footprints`` (with and
-without the closing/opening of noisy outlines).
+pixel stairs, demseg's default Douglas-Peucker at one pixel, a minimum rotated rectangle where
+the outline fills >= 85 % of it (a simple baseline), and ``regularise_footprints`` (what
+``demseg predict --regularise`` uses; with and without the closing/opening of noisy outlines).
 
 Scores against BAG, inside the valid extent of the mask (no-data cells excluded):
 - polygon IoU: exact areas of union(outlines) vs union(BAG);

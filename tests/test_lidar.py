@@ -316,6 +316,7 @@ def test_overwrite_replaces_an_existing_output_folder(tmp_path):
     (tmp_path / "out" / "old.txt").write_text("old")
     with pytest.raises(DemsegError, match="output folder exists"):
         rasterize([laz], RasterizeConfig(pixel_size_m=2.0), tmp_path / "out", progress=False)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.txt"]  # refused: left as it was
     rasterize([laz], RasterizeConfig(pixel_size_m=2.0), tmp_path / "out", overwrite=True, progress=False)
     assert not (tmp_path / "out" / "old.txt").exists() and (tmp_path / "out" / "manifest.json").exists()
     assert not list(tmp_path.glob(".out.*"))
@@ -404,6 +405,53 @@ def test_bad_input_is_one_clear_error_and_leaves_no_output(tmp_path, case, patte
             rasterize(files, RasterizeConfig(pixel_size_m=1.0, **fields), tmp_path / "out", progress=False)
     assert "\n" not in str(raised.value)
     assert no_output_left(tmp_path / "out")
+
+
+@pytest.mark.parametrize("case, flags, pattern", [
+    ("no CRS", [], "has no CRS"),
+    ("geographic CRS", [], "geographic CRS"),
+    ("empty", [], "has no points"),
+    ("truncated LAZ", [], "corrupt or truncated"),
+    ("different CRSs", [], "different CRSs"),
+    ("no ground", [], "no ground points"),
+    ("good", ["--pixel-size-m", "0"], "--pixel-size-m: must be positive"),
+    ("good", ["--pixel-size-m", "-0.5"], "--pixel-size-m: must be positive"),
+    ("existing output", [], "output folder exists"),
+])
+def test_rasterize_command_says_what_is_wrong_in_one_line_and_exits_2(tmp_path, capsys, case, flags, pattern):
+    from demseg.cli import main
+
+    out = tmp_path / "out"
+    if case in ("good", "existing output"):
+        files = [write_points(tmp_path / "a.laz", scene_points())]
+    else:
+        files, _ = _bad_file(tmp_path, case)
+    if case == "existing output":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    code = main(["rasterize", *map(str, files), "--out", str(out), "--quiet", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("demseg: error: ") and pattern in err[0], err
+    if case == "existing output":
+        assert [p.name for p in out.iterdir()] == ["keep.txt"] and not list(tmp_path.glob(".out.*"))
+    else:
+        assert no_output_left(out)
+
+
+def test_rasterize_command_warns_about_an_absent_class_and_still_writes_a_scene(tmp_path, capsys):
+    from demseg.cli import main
+
+    points = scene_points()
+    points["classification"][points["classification"] == 11] = 2
+    laz = write_points(tmp_path / "a.laz", points)
+    code = main(["rasterize", str(laz), "--pixel-size-m", "1", "--classes", "buildings=6,roads=11", "--out",
+                 str(tmp_path / "out"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.err.strip() == ("demseg: warning: no point has ASPRS class 11 (roads); roads is left out "
+                                    "of the labels")
+    assert "rasterised 1,540 points onto 20 x 20 cells of 1 m (EPSG:32631)" in captured.out
+    assert load_spec(tmp_path / "out").scenes[0].labels.classes == {"buildings": 1}
 
 
 @pytest.mark.parametrize("fields, pattern", [

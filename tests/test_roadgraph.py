@@ -96,6 +96,29 @@ def test_graph_of_crossing_lines_is_noded_where_they_cross():
     assert sorted(graph.degree(node) for node in graph.nodes) == [1, 1, 1, 1, 4]
 
 
+def test_a_row_of_close_ends_does_not_chain_into_one_star_node():
+    # eleven fanned-out pieces whose lower ends sit 1.5 m apart: each pair is within the 2 m snap, the row 15 m
+    teeth = [LineString([(1.5 * k, 0), (5.0 * k, 20)]) for k in range(11)]
+    graph = build_graph(teeth, snap_m=2.0)
+    assert max(graph.degree(node) for node in graph.nodes) <= 3  # a pair, or an end extended onto a line
+    ends = np.array([xy for line in teeth for xy in line.coords])
+    for xy in graph.nodes.values():  # no node strays farther than the snap from the ends it stands for
+        assert np.hypot(*(ends - xy).T).min() <= 2.0
+
+
+def test_junctions_joined_by_a_sliver_become_one_junction():
+    # a side road meets the main road 0.3 m from where a cross road crosses it
+    lines = [LineString([(0, 0), (100, 0)]), LineString([(50, -50), (50, 50)]),
+             LineString([(80, -50), (50.3, 0)])]
+    graph = build_graph(lines, snap_m=2.0)
+    assert sorted(graph.degree(node) for node in graph.nodes) == [1, 1, 1, 1, 1, 5]
+    assert min(edge.length_m for edge in graph.edges.values()) > 40
+    junction = next(node for node in graph.nodes if graph.degree(node) == 5)
+    for edge_id in graph.ends[junction]:  # every edge still ends exactly on the junction it names
+        edge = graph.edges[edge_id]
+        assert np.allclose(edge.coords[0 if edge.u == junction else -1], graph.nodes[junction])
+
+
 def test_mismatched_widths_are_refused():
     with pytest.raises(DemsegError):
         road_network([LineString([(0, 0), (1, 0)])], [1.0, 2.0])

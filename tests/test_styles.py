@@ -10,6 +10,7 @@ import pyogrio
 import pytest
 import rasterio
 import shapely
+import torch
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
@@ -132,3 +133,82 @@ def test_colour_table_needs_a_uint8_mask(tmp_path):
         add_mask_colormap(write_mask(tmp_path / "raw.tif", size_px=64, dtype="uint16"), "buildings")
     with pytest.raises(DemsegError, match="task"):
         add_mask_colormap(write_mask(tmp_path / "raw8.tif", size_px=64), "trees")
+
+
+# ------------------------------------------------------------------ what demseg predict writes, read back
+
+
+class RaisedIsTarget(torch.nn.Module):
+    """A pixel-wise 'oracle': the target wherever the relief channel says > 2.5 m above the ground."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logit = 20.0 * (x[:, 0] - 0.25)
+        return torch.stack([torch.zeros_like(logit), logit], dim=1)
+
+
+@pytest.fixture(scope="module")
+def raised_scene(tmp_path_factory):
+    """A 600 x 560 px DEM at 0.5 m (larger than one 512 px COG block) with two blocks and two crossing
+    raised strips, and its DTM."""
+    folder = tmp_path_factory.mktemp("scene")
+    rows, cols = np.mgrid[0:600, 0:560]
+    dtm = (10 + 0.01 * rows + 0.005 * cols).astype(np.float32)
+    raised = np.zeros(dtm.shape, np.float32)
+    raised[60:140, 60:180] = 12.0  # 40 x 60 m block
+    raised[60:100, 400:480] = 6.0  # 20 x 40 m block
+    raised[300:316, 20:540] = 4.0  # an east-west strip, 8 m wide
+    raised[200:580, 270:286] = 4.0  # crossed by a north-south one
+    dem_path, dtm_path = folder / "dem.tif", folder / "dtm.tif"
+    for path, array in ((dem_path, dtm + raised), (dtm_path, dtm)):
+        profile = dict(driver="GTiff", width=560, height=600, count=1, dtype="float32", nodata=-9999.0, crs=CRS,
+                       transform=from_origin(500000, 5400000, 0.5, 0.5))
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(array, 1)
+    return dem_path, dtm_path
+
+
+def predicted(task: str, dem_path, dtm_path, out, **options) -> dict:
+    from demseg.predict import PredictConfig, predict_scene
+    from demseg.train.config import TrainConfig
+
+    config = TrainConfig(task=task, model="unet", tile_size_px=64, pixel_size_m=0.5, recipe="relief+slope",
+                         amp="off")
+    return predict_scene((RaisedIsTarget(), config), dem_path, out, PredictConfig(**options), dtm_path=dtm_path,
+                         progress=False)
+
+
+def test_predicted_buildings_open_styled_with_their_attributes_and_a_coloured_mask(raised_scene, tmp_path):
+    paths = predicted("buildings", *raised_scene, tmp_path, regularise=True)
+    assert dict(pyogrio.list_layers(paths["vectors"]).tolist()) == {"buildings": "Polygon", "layer_styles": None}
+    meta, _, geometries, fields = pyogrio.raw.read(paths["vectors"], layer="buildings")
+    attributes = dict(zip(meta["fields"], fields, strict=True))
+    assert {"area_m2", "mean_height_m", "max_height_m", "height_range_m", "vertices",
+            "mean_probability"} <= set(attributes)
+    tall = int(np.argmax(attributes["mean_height_m"]))
+    assert attributes["mean_height_m"][tall] == pytest.approx(12.0, abs=0.5)  # the block 12 m above its DTM...
+    assert attributes["area_m2"][tall] == pytest.approx(2400, rel=0.05)  # ...40 x 60 m...
+    assert attributes["vertices"][tall] == 4  # ...regularised: a rectangle, not pixel stairs
+    assert ((attributes["mean_probability"] > 0.5) & (attributes["mean_probability"] <= 1)).all()
+    assert [row[0] for row in styles_table(paths["vectors"])] == ["buildings"]
+    assert "mean_height_m" in renderer_of(styles_table(paths["vectors"])[0][2]).get("attr")
+    with rasterio.open(paths["mask"]) as src:
+        assert src.overviews(1) == [2] and src.colormap(1)[1] == MASK_COLORMAPS["buildings"][1]
+    assert cog_validate(str(paths["mask"]))[0]
+
+
+def test_predicted_roads_are_a_styled_network_of_edges_and_nodes(raised_scene, tmp_path):
+    paths = predicted("roads", *raised_scene, tmp_path)
+    layers = dict(pyogrio.list_layers(paths["vectors"]).tolist())
+    assert layers == {"roads": "Polygon", "road_edges": "LineString", "road_nodes": "Point", "layer_styles": None}
+    meta, _, _, fields = pyogrio.raw.read(paths["vectors"], layer="road_edges")
+    edges = dict(zip(meta["fields"], fields, strict=True))
+    assert {"length_m", "width_m", "mean_probability", "from_node", "to_node"} <= set(edges)
+    strips = np.abs(edges["width_m"] - 8.0) <= 1.0
+    assert strips.sum() >= 4  # the four arms of the crossing strips, 8 m wide
+    assert (edges["length_m"][strips] > 45).all() and (edges["mean_probability"][strips] > 0.9).all()
+    meta, _, _, fields = pyogrio.raw.read(paths["vectors"], layer="road_nodes")
+    degree = dict(zip(meta["fields"], fields, strict=True))["degree"]
+    assert (degree == 4).sum() == 1  # one crossing
+    assert [row[0] for row in styles_table(paths["vectors"])] == ["road_edges", "road_nodes", "roads"]
+    with rasterio.open(paths["mask"]) as src:
+        assert src.colormap(1)[1] == MASK_COLORMAPS["roads"][1]

@@ -2,10 +2,12 @@
 
 Recipe (:func:`road_network`, lengths in map units, metres):
 
-1. Node the lines (:func:`build_graph`): line ends closer than ``snap_m`` become one node (their
-   mean); a dead end within ``snap_m`` of another line is extended onto it; the lines are then
-   split wherever they meet or cross (GEOS noding on a 1 mm grid), and chains through nodes
-   of degree 2 are merged into single edges.
+1. Node the lines (:func:`build_graph`): line ends all within ``snap_m`` of one another become one
+   node (their mean; complete linkage, so a dense tangle of short skeleton pieces cannot chain
+   into one star node metres wide); a dead end within ``snap_m`` of another line is extended
+   onto it; the lines are then split wherever they meet or cross (GEOS noding on a 1 mm grid),
+   chains through nodes of degree 2 are merged into single edges, and junctions joined by an
+   edge shorter than ``snap_m`` (noding slivers where lines cross near an end) become one.
 2. Prune spurs: an edge from a junction (degree >= 3) to a dead end that reaches less than
    ``min_spur_m`` beyond the edge of the widest road at the junction (or is shorter than its
    width: a skeleton's corner branch) is removed, until none is left.
@@ -107,20 +109,29 @@ class RoadGraph:
 # ------------------------------------------------------------------------------------------ noding
 
 
+def _end_clusters(ends: np.ndarray, snap_m: float) -> np.ndarray:
+    """A cluster id per end point: clusters grow closest pair first, and only while every two of
+    their ends stay within ``snap_m`` (complete linkage: no chaining across a tangle of ends)."""
+    pairs = cKDTree(ends).query_pairs(snap_m, output_type="ndarray")
+    gaps = np.hypot(*(ends[pairs[:, 0]] - ends[pairs[:, 1]]).T)
+    cluster = np.arange(len(ends))
+    members = {i: [i] for i in range(len(ends))}
+    for i, j in pairs[np.lexsort((pairs[:, 1], pairs[:, 0], gaps))].tolist():
+        a, b = cluster[i], cluster[j]
+        if a == b:
+            continue
+        spread = ends[members[a]][:, None, :] - ends[members[b]][None, :, :]
+        if np.hypot(spread[..., 0], spread[..., 1]).max() > snap_m:
+            continue
+        members[a] += members.pop(b)
+        cluster[members[a]] = a
+    return cluster
+
+
 def _merge_close_ends(lines: list[np.ndarray], snap_m: float) -> list[np.ndarray]:
-    """Lines whose end points closer than ``snap_m`` (transitively) are moved to their mean."""
+    """Lines whose end points lie all within ``snap_m`` of one another are moved to their mean."""
     ends = np.array([line[index] for line in lines for index in (0, -1)])
-    parent = np.arange(len(ends))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in sorted(cKDTree(ends).query_pairs(snap_m)):
-        parent[root(j)] = root(i)
-    roots = np.array([root(i) for i in range(len(ends))])
+    roots = _end_clusters(ends, snap_m)
     means = {r: ends[roots == r].mean(axis=0) for r in np.unique(roots)}
     out = []
     for index, line in enumerate(lines):
@@ -188,6 +199,8 @@ def build_graph(lines: Sequence[LineString], widths_m: Sequence[float] | None = 
             edge.probability_sum, edge.probability_length_m = chances[source] * edge.length_m, edge.length_m
         graph.add_edge(edge)
     merge_chains(graph)
+    if snap_m > 0:
+        contract_short_links(graph, snap_m)
     return graph
 
 
@@ -222,6 +235,42 @@ def merge_chains(graph: RoadGraph) -> None:
         first, second = graph.remove_edge(ends[0]), graph.remove_edge(ends[1])
         graph.add_edge(_joined(first, second, node))
     graph.drop_bare_nodes()
+
+
+def _move_node(graph: RoadGraph, node: int, xy: np.ndarray) -> None:
+    """Move a node and the ends of its edges there."""
+    graph.nodes[node] = xy
+    for edge_id in set(graph.ends.get(node, ())):
+        edge = graph.edges[edge_id]
+        if edge.u == node:
+            edge.coords[0] = xy
+        if edge.v == node:
+            edge.coords[-1] = xy
+
+
+def contract_short_links(graph: RoadGraph, max_length_m: float) -> int:
+    """Make, in place, junctions joined by an edge shorter than ``max_length_m`` one junction (at
+    their midpoint), and drop loops shorter than that; returns how many edges went."""
+    removed = 0
+    while True:
+        short = sorted((edge.length_m, edge_id) for edge_id, edge in graph.edges.items()
+                       if edge.length_m < max_length_m
+                       and (edge.u == edge.v or min(graph.degree(edge.u), graph.degree(edge.v)) >= 3))
+        if not short:
+            break
+        edge = graph.remove_edge(short[0][1])
+        removed += 1
+        if edge.u != edge.v:
+            keep, gone = edge.u, edge.v
+            for edge_id in dict.fromkeys(graph.ends.get(gone, ())):  # a loop is listed twice
+                moved = graph.remove_edge(edge_id)
+                moved.u = keep if moved.u == gone else moved.u
+                moved.v = keep if moved.v == gone else moved.v
+                graph.add_edge(moved)
+            _move_node(graph, keep, (graph.nodes[keep] + graph.nodes[gone]) / 2)
+        graph.drop_bare_nodes()
+    merge_chains(graph)
+    return removed
 
 
 def prune_spurs(graph: RoadGraph, min_spur_m: float) -> int:
