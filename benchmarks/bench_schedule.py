@@ -31,39 +31,48 @@ def main() -> None:
     parser.add_argument("--train-tiles", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--score-on", default="", help="other specs, comma-separated (scored as in experiment)")
+    parser.add_argument("--extra", default="{}", help="JSON of further TrainConfig fields, e.g. '{\"finetune\": \"top-4\"}'")
     parser.add_argument("--out", required=True, help="folder for the experiment runs (resumable)")
     parser.add_argument("--name", default="schedule")
     args = parser.parse_args()
     rows, seconds = [], {}
     for iters in map(int, args.iters.split(",")):
-        base = TrainConfig(iters=iters, val_every=max(10, iters // 10), **({"lr": args.lr} if args.lr else {}))
+        base = TrainConfig(iters=iters, val_every=max(10, iters // 10), **({"lr": args.lr} if args.lr else {}),
+                           **json.loads(args.extra))
         config = ExperimentConfig(tasks=[args.task], models=args.models.split(","),
                                   backbone_weights=args.backbone_weights.split(","), train_tiles=[args.train_tiles],
-                                  seeds=args.seeds, base=base, preview_tiles=0)
+                                  seeds=args.seeds, base=base, preview_tiles=0,
+                                  score_on=[s for s in args.score_on.split(",") if s])
         started = time.perf_counter()
         found = run_experiment(args.spec, config, Path(args.out) / f"iters{iters:05d}", progress=False)
         seconds[iters] = time.perf_counter() - started
-        rows += [{**r, "schedule": iters} for r in found if r["scored_on"] == "validation"]
-    labels = sorted({label_of(r) for r in rows})
+        rows += [{**r, "schedule": iters} for r in found if r["scored_on"] in ("validation", "pooled")]
+    def column(row: dict) -> str:
+        return label_of(row) + ("" if row["scored_on"] == "validation" else f" [{row['scored_on']}]")
+
+    labels = sorted({column(r) for r in rows}, key=lambda c: ("[" in c, c))
     schedules = sorted({r["schedule"] for r in rows})
     lines = [f"Best validation IoU (%) of {args.task} at {args.train_tiles} training tiles, {args.seeds} seed(s), "
-             f"by schedule length ({args.spec}):", "",
+             f"by schedule length ({args.spec}); [pooled]: the same runs scored on every labelled pixel of "
+             f"{args.score_on or '-'}; (s): training seconds per run:", "",
              "| iterations | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     table = {}
     for iters in schedules:
         cells = []
         for label in labels:
-            values = [float(r["iou"]) for r in rows if r["schedule"] == iters and label_of(r) == label]
+            chosen = [r for r in rows if r["schedule"] == iters and column(r) == label]
+            values = [float(r["iou"]) for r in chosen]
             mean, half = mean_ci95(values)
-            seconds_per_run = sum(float(r["train_seconds"]) for r in rows if r["schedule"] == iters
-                                  and label_of(r) == label) / max(1, len(values))
+            seconds_per_run = sum(float(r["train_seconds"]) for r in chosen) / max(1, len(values))
             table[f"{iters}/{label}"] = {"iou": mean, "ci95": half, "seconds": seconds_per_run}
             cells.append("-" if not values else f"{100 * mean:.1f}" + ("" if half != half else f" ± {100 * half:.1f}")
                          + f" ({seconds_per_run:.0f} s)")
         lines.append(f"| {iters} | " + " | ".join(cells) + " |")
     _plot(table, labels, schedules, RESULTS / f"{args.name}.png")
     save(args.name, {"spec": args.spec, "table": table, "seconds": seconds,
-                     "runs": [{k: r[k] for k in ("schedule", "model", "backbone_weights", "seed", "iou", "best_iter")}
+                     "runs": [{k: r.get(k) for k in ("schedule", "model", "backbone_weights", "finetune", "scored_on", "seed",
+                                               "iou", "best_iter")}
                               for r in rows]}, "\n".join(lines))
 
 

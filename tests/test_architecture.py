@@ -12,7 +12,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # lower numbers sit lower; a module may import its own stage and the stages below it, never a sibling
 RANKS = {"errors": 0, "io": 1, "data": 2, "lidar": 2.5, "models": 3, "train": 4, "pretrain": 4, "predict": 5,
          "evaluate": 6, "cli_flags": 7, "cli": 8, "__init__": 8}
-MODEL_CLASSES = {"MaeUperNet", "UNet", "SegmentationHead", "MaeBackbone", "build_backbone", "MaeDetail"}
+MODEL_CLASSES = {"MaeUperNet", "UNet", "SegmentationHead", "UperNetHead", "DetailHead", "ViTPyramidNeck", "MaeBackbone",
+                 "build_backbone"}
 
 
 def module_name(path: Path) -> str:

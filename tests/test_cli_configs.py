@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from demseg.cli import parse_configs
+from demseg.cli import build_parser, parse_configs
 from demseg.data.tiles import SplitConfig
 from demseg.evaluate.experiment import ExperimentConfig
+from demseg.lidar import RasterizeConfig
 from demseg.predict.config import PredictConfig
 from demseg.pretrain.mae import PretrainConfig
 from demseg.train.config import TrainConfig
@@ -31,12 +34,40 @@ CASES = [
      PretrainConfig(arch="small", steps=9, crop_size_px=112)),
     (["probe", "spec.yaml", "--val-tiles", "8", "--arch", "base"], "train", TrainConfig(val_tiles=8, arch="base")),
     (["data", "check", "spec.yaml", "--tile-size-px", "64"], "split", SplitConfig(tile_size_px=64)),
+    (["rasterize", "a.laz", "--out", "o"], "rasterize", RasterizeConfig()),
+    (["rasterize", "a.laz", "--out", "o", "--pixel-size-m", "1", "--classes", "buildings=6"], "rasterize",
+     RasterizeConfig(pixel_size_m=1.0, classes={"buildings": 6})),
 ]
+
+
+def commands_with_configs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every (sub)command whose flags are made from a config, as its words, e.g. ("data", "check")."""
+    found = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if "configs" in sub._defaults:
+                    found.add((*prefix, name))
+                found |= commands_with_configs(sub, (*prefix, name))
+    return found
 
 
 @pytest.mark.parametrize("argv, name, expected", CASES, ids=[" ".join(c[0][:1] + c[0][3:5]) for c in CASES])
 def test_the_cli_and_python_build_the_same_config(argv, name, expected):
     assert parse_configs(argv)[name] == expected
+
+
+def test_every_command_with_a_config_is_compared_with_python():
+    covered = {tuple(argv[:2]) if argv[0] == "data" else (argv[0],) for argv, _, _ in CASES}
+    assert commands_with_configs(build_parser()) <= covered
+
+
+def test_a_flag_that_turns_a_default_off_says_what_turning_it_off_does(capsys):
+    with pytest.raises(SystemExit):
+        parse_configs(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    help_of_no_cache = text.split("--no-cache ", 1)[1][:120]
+    assert help_of_no_cache.startswith("Train without the feature cache"), help_of_no_cache
 
 
 def test_cli_help_shows_the_config_defaults_and_descriptions(capsys):

@@ -297,8 +297,17 @@ def test_the_builder_knows_every_model_name_the_config_accepts():
 
 
 def test_shipped_encoder_names_load_from_every_path_and_unknown_names_list_the_known_ones():
-    backbone = build_backbone(weights="dem-tiny", num_channels=2, dtype="fp32")
+    from safetensors.torch import load_file
+
+    from demseg.models.encoders import shipped
+
+    backbone = build_backbone(weights="dem-tiny", dtype="fp32")  # as a Python user writes it: no channel count
     assert backbone.weights_metadata["normalisation"] == "relief+slope" and backbone.embed_dim == 192
+    assert backbone.num_channels == 2
+    kernel = load_file(str(shipped("dem-tiny").path))["embeddings.patch_embeddings.projection.weight"]
+    torch.testing.assert_close(backbone.encoder.embeddings.patch_embeddings.projection.weight, kernel.float(),
+                               atol=0, rtol=0)  # shipped as fp16
+    assert build_backbone(weights="dem-tiny", num_channels=2, dtype="fp32").num_channels == 2
     assert build(ModelConfig(backbone_weights="dem-tiny", backbone_dtype="fp32")).backbone.embed_dim == 192
     with pytest.raises(DemsegError, match="dem-tiny"):
         build_backbone(weights="dem-gigantic", num_channels=2)

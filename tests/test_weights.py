@@ -131,6 +131,22 @@ def test_unknown_hub_id_offline_is_a_one_line_error(monkeypatch):
     assert "\n" not in str(error.value)
 
 
+def test_a_hub_id_with_the_hub_unreachable_is_one_line_without_retries(monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as closed:  # a port nothing listens on: the hub "host" refuses at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    started = time.perf_counter()
+    with pytest.raises(DemsegError, match="unreachable") as error:
+        load_encoder("demseg-test/no-such-model", "base", num_channels=1)
+    assert "\n" not in str(error.value) and time.perf_counter() - started < 10
+
+
 def test_folder_without_config_is_refused(tmp_path):
     with pytest.raises(DemsegError, match="no config.json"):
         load_encoder(str(tmp_path), None, num_channels=1)

@@ -110,12 +110,14 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type[BaseMod
     for name in fields:
         field = config_class.model_fields[name]
         flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
-        help_text = (field.description or "").replace("%", "%%")
+        help_text = field.description or ""
         kind, _ = _field_type(field)
         if kind is bool:
             default = field.get_default()
+            if default:  # the flag turns the field off, so its help says what turning it off does
+                help_text = (field.json_schema_extra or {}).get("off_help") or f"Turn off (default on): {help_text}"
             parser.add_argument(flag, dest=name, action="store_false" if default else "store_true",
-                                default=argparse.SUPPRESS, help=help_text)
+                                default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
             continue
         options: dict = {"dest": name, "default": argparse.SUPPRESS,
                          "help": f"{help_text} (default {_default_text(field)})".replace("%", "%%")}

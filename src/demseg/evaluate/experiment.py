@@ -33,7 +33,7 @@ from demseg.train.features import FeatureCache, encode_views
 from demseg.train.loop import CACHE_DTYPES, fit, predict_cached, predict_images
 from demseg.train.manifest import write_manifest
 from demseg.train.run import apply_init, resolve_init
-from demseg.train.tiles import TileArrays, tile_arrays
+from demseg.train.tiles import TileArrays, augmented_rows, tile_arrays
 
 
 class ExperimentConfig(BaseModel):
@@ -61,6 +61,7 @@ class Arm:
     weights: str
     finetune: str = "none"
     init: str | None = None
+    coarsen: tuple[int, ...] = ()
 
     @property
     def label(self) -> str:
@@ -69,6 +70,8 @@ class Arm:
             label += f"+ft-{self.finetune}"
         if self.init:
             label += f"+init-{Path(self.init).name}"
+        if self.coarsen:
+            label += "+coarsen-" + "-".join(map(str, self.coarsen))
         return label
 
 
@@ -79,7 +82,7 @@ def arms_of(config: ExperimentConfig) -> list[Arm]:
         weights = config.backbone_weights if uses_backbone(model) else ["-"]
         if config.base.init:
             weights = weights[:1]  # the backbone comes from the --init run
-        arms += [Arm(model, w, config.base.finetune, config.base.init) for w in weights]
+        arms += [Arm(model, w, config.base.finetune, config.base.init, tuple(config.base.coarsen)) for w in weights]
     return arms
 
 
@@ -179,7 +182,7 @@ def _prepare_group(data: SplitData, base: TrainConfig, task: str, arm: Arm, subs
     run_base = base.model_copy(update={"task": task, "model": arm.model, "backbone_weights":
                                        arm.weights if arm.weights != "-" else base.backbone_weights})
     run_base = resolve_init(run_base)
-    group = _Group(run_base, tile_arrays(data.scenes, union_tiles, task, base.recipe),
+    group = _Group(run_base, tile_arrays(data.scenes, union_tiles, task, base.recipe, base.coarsen),
                    {t.id: i for i, t in enumerate(union_tiles)}, val_tiles,
                    tile_arrays(data.scenes, val_tiles, task, base.recipe))
     if uses_backbone(arm.model):
@@ -221,8 +224,8 @@ def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, tas
                                         desc=f"caching {score_set.name} features") if group.caches else None)
     for r in runs:
         tiles = subsets[(r["train_tiles"], r["seed"])]
-        rows = [group.position[t.id] for t in tiles]
-        train = TileArrays([t.id for t in tiles], group.union.inputs[rows], group.union.targets[rows])
+        rows = augmented_rows([group.position[t.id] for t in tiles], len(group.position), base.coarsen)
+        train = TileArrays([group.union.ids[i] for i in rows], group.union.inputs[rows], group.union.targets[rows])
         run_config = group.config.model_copy(update={"train_tiles": r["train_tiles"], "seed": r["seed"]})
         model = build(run_config, backbone=group.backbone, seed=r["seed"])
         apply_init(model, run_config)
@@ -237,6 +240,7 @@ def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, tas
             _preview(run_dir / "preview.png", model, run_config, caches, group, data, config.preview_tiles)
         record = {"task": task, "model": arm.model, "backbone_weights": arm.weights, "label": arm.label,
                   "finetune": arm.finetune, "init": arm.init or "-",
+                  "coarsen": ",".join(map(str, arm.coarsen)) or "-",
                   "train_tiles": r["train_tiles"], "seed": r["seed"], "iters": run_config.iters,
                   "best_iter": result.best_iter, **result.best_scores,
                   "train_seconds": result.train_seconds + group.cache_seconds * share,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from demseg.data.scene import IGNORE
 from demseg.evaluate.metrics import mean_ci95
 from demseg.io.atomic import atomic_path, write_text_atomic
 
@@ -166,7 +167,7 @@ def write_preview(path: Path, hillshades: list[np.ndarray], targets: list[np.nda
     n = len(hillshades)
     fig, axes = plt.subplots(n, 4, figsize=(10, 2.6 * n), squeeze=False)
     for row, (shade, target, prediction) in enumerate(zip(hillshades, targets, predictions, strict=True)):
-        known = target != 255
+        known = target != IGNORE
         errors = np.zeros(target.shape + (3,), np.float32)
         errors[(prediction == 1) & (target == 1)] = (1, 1, 1)
         errors[(prediction == 1) & (target == 0)] = (1, 0.2, 0.2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -22,6 +23,23 @@ def _read_umask() -> int:
 UMASK = _read_umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
 
 
+FULL_DEVICE_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
+
+
+def device_is_full(directory: Path) -> bool:
+    """True when the file system holding ``directory`` has (almost) no space left."""
+    try:
+        stats = os.statvfs(directory)
+    except (OSError, AttributeError):  # no statvfs (Windows) or the folder is gone
+        return False
+    return stats.f_bavail * stats.f_frsize < FULL_DEVICE_BYTES
+
+
+def _shown(target: Path) -> str:
+    """The path to name in a message: a temporary (hidden ``.partial``) name is shown as its folder."""
+    return str(target.parent) if target.name.startswith(".") and ".partial" in target.name else str(target)
+
+
 def safe_name(text: str) -> str:
     """``text`` with every character but letters, digits, ``_``, ``.`` and ``-`` replaced by ``_``.
 
@@ -36,7 +54,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
 
     A crash, a full disk or an exception inside the block removes the temporary file,
-    so no half-written file that looks valid is ever left at ``target``.
+    so no half-written file that looks valid is ever left at ``target``. Some writers (GDAL,
+    SQLite) report a full disk as a failure of their own; when the disk is full after any
+    failure, the error says so.
     """
     target = Path(target)
     directory = target.parent
@@ -64,7 +84,14 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, target)
     except OSError as exc:
-        raise DemsegError(os_error_message(exc, str(target))) from exc
+        raise DemsegError(os_error_message(exc, _shown(target))) from exc
+    except Exception as exc:
+        says_full = "no space left" in str(exc).lower()
+        if (isinstance(exc, DemsegError) and says_full) or not (says_full or device_is_full(directory)):
+            raise
+        # e.g. safetensors' SafetensorError, GDAL's and SQLite's errors: one line, an OSError as the cause
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        raise DemsegError(os_error_message(full, _shown(target))) from full
     finally:
         for leftover in directory.glob(f"{tmp.name}*"):
             with contextlib.suppress(OSError):

@@ -1,11 +1,12 @@
 """Output folders: the one helper that creates, refuses, clears or reuses them, and a lock per folder.
 
-Every command that writes a folder (train, experiment, pretrain, predict, rasterize) goes through
-:func:`out_dir`, so the rules are the same everywhere: a path that is a file is refused;
-a folder that holds finished work is refused unless ``overwrite`` (or resumed by the caller); a
-folder that holds nothing finished (a failed earlier run) is reused; a folder that cannot be
-created or written (read-only parent, full disk) is one clear error. :func:`folder_lock` stops
-two processes from writing one folder at once; the OS drops the lock when its process dies.
+Train, experiment and pre-training open their folder with :func:`out_dir` (predict uses
+:func:`make_dir` and a lock per scene; synth and rasterize build in a staging folder and rename
+it). Its rules: a path that is a file is refused; a folder that holds finished work is refused
+unless ``overwrite`` (or resumed by the caller); a folder that holds nothing finished (a failed
+earlier run) is reused; a folder that cannot be created or written (read-only parent, full disk)
+is one clear error. :func:`folder_lock` stops two processes from writing one folder at once; the
+OS drops the lock when its process dies.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def make_dir(out: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def out_dir(out: str | os.PathLike, overwrite: bool = False, finished: Callable[[Path], bool] | None = None,
-            keep: bool = False) -> Iterator[Path]:
+            keep: bool = False, discard_on_error: bool = False) -> Iterator[Path]:
     """Create and lock an output folder for the duration of the block; yields it as a Path.
 
     With ``keep`` an existing folder is used as it is (predict keeps finished scenes; experiments
@@ -71,6 +72,8 @@ def out_dir(out: str | os.PathLike, overwrite: bool = False, finished: Callable[
     when demseg made it and ``finished(out)`` says it holds no finished work (a failed earlier
     run); it is refused otherwise, so a user's own files are never removed without --overwrite.
     The lock is taken before anything is cleared: two processes never write one folder at once.
+    With ``discard_on_error`` (and not ``keep``) an exception inside the block removes what the
+    block wrote, so a run that fails half-way (e.g. a full disk) leaves an empty folder.
     """
     out = make_dir(out)
     with folder_lock(out):
@@ -80,7 +83,13 @@ def out_dir(out: str | os.PathLike, overwrite: bool = False, finished: Callable[
                 raise DemsegError(f"output folder exists: {out} (pass --overwrite to replace it)")
             _clear(out)
         (out / MARKER).touch()
-        yield out
+        try:
+            yield out
+        except BaseException:
+            if discard_on_error and not keep:
+                with contextlib.suppress(DemsegError):
+                    _clear(out)  # everything in it was written by this block: it was empty or cleared above
+            raise
 
 
 def _clear(out: Path) -> None:
@@ -102,17 +111,34 @@ def folder_lock(folder: str | os.PathLike, name: str = "demseg") -> Iterator[Non
         yield
         return
     path = Path(folder) / f".{name}.lock"
-    try:
-        handle = open(path, "a")
-    except OSError as exc:
-        raise DemsegError(os_error_message(exc, f"the lock file {path}")) from exc
+    handle = _locked_handle(path, fcntl)
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DemsegError(f"{folder} is being written by another demseg process ({path.name} is locked)") from None
         try:
             yield
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def _locked_handle(path: Path, fcntl, attempts: int = 3):
+    """An open, flock-ed handle of the lock file ``path``; one clear error if another process holds it."""
+    for _ in range(attempts):
+        try:
+            handle = open(path, "a")
+        except OSError as exc:
+            raise DemsegError(os_error_message(exc, f"the lock file {path}")) from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise DemsegError(f"{path.parent} is being written by another demseg process ({path.name} is "
+                              "locked)") from None
+        try:
+            same_file = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            return handle
+        # the previous holder removed the file between our open and our lock: lock the new one instead
+        handle.close()
+    raise DemsegError(f"{path.parent} is being written by another demseg process ({path.name} keeps changing)")

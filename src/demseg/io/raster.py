@@ -6,8 +6,13 @@ NaN and GDAL mask bands are invalid; 0 m is a real elevation and stays valid.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,6 +222,39 @@ def read_label_raster(path: str | os.PathLike, grid: GridSpec, band: int = 1, wi
     return data
 
 
+@contextlib.contextmanager
+def c_messages_held() -> Iterator[None]:
+    """Hold what C libraries print on stderr during the block and print it afterwards.
+
+    GDAL's own libtiff reports a full disk only there, one line per block ("_tiffWriteProc: No
+    space left on device."), and the write may still return normally: such a file is incomplete,
+    so its messages become one OSError (ENOSPC) instead. After a failure they are dropped (the
+    failure is reported as one line).
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        succeeded = False
+        try:
+            yield
+            succeeded = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read()
+        if succeeded and b"No space left on device" in text:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if succeeded and text:
+            os.write(2, text)
+
+
 def write_geotiff(path: str | os.PathLike, array: np.ndarray, grid: GridSpec, nodata: float | None = None,
                   compress: str = "deflate", tags: dict | None = None) -> Path:
     """Write a (H, W) or (C, H, W) array as a tiled GeoTIFF on ``grid``, atomically."""
@@ -233,7 +271,7 @@ def write_geotiff(path: str | os.PathLike, array: np.ndarray, grid: GridSpec, no
         profile.pop("blockysize")
     if array.dtype.kind == "f":
         profile["predictor"] = 3 if array.dtype.itemsize == 4 else 1
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, c_messages_held():
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(array)
             if tags:

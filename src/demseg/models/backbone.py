@@ -180,7 +180,7 @@ class FrozenState:
 def build_backbone(
     arch: str | None = None,
     weights: str = "random",
-    num_channels: int = 1,
+    num_channels: int | None = None,
     tap_blocks: Sequence[int] = DEFAULT_TAP_BLOCKS,
     dtype: torch.dtype | str = "auto",
     image_size: int = 224,
@@ -189,7 +189,9 @@ def build_backbone(
     """Return a frozen MaeBackbone with encoder weights from ``weights`` (see demseg.models.weights).
 
     ``arch`` None means "tiny" for random weights and "whatever the file holds" otherwise; a given
-    ``arch`` is checked against the weights. ``dtype`` "auto" is the faster of bf16 and fp32 on this machine (measured once, see precision).
+    ``arch`` is checked against the weights. ``num_channels`` None likewise means the weights' own
+    (1 for random weights), so ``build_backbone(weights="dem-tiny")`` is the shipped encoder as made.
+    ``dtype`` "auto" is the faster of bf16 and fp32 on this machine (measured once, see precision).
     """
     encoder, metadata = load_encoder(weights, arch, num_channels, image_size=image_size)
     backbone = MaeBackbone(encoder, tap_blocks, dtype=resolve_dtype(dtype), weights_name=metadata["source"],

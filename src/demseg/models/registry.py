@@ -23,6 +23,8 @@ from demseg.models.unet import UNet
 from demseg.models.upernet import MaeUperNet, SegmentationHead
 
 NUM_CLASSES = 2  # target class vs everything else, per task
+WIDTHS = {"mae-upernet": ("head_width", "neck_width"), "mae-detail": ("head_width", "neck_width", "detail_width"),
+          "unet": ("unet_width",)}  # what sizes each model's trainable part, for a message
 
 
 def build_encoder(config: ModelConfig, seed: int = 0) -> MaeBackbone:
@@ -100,4 +102,11 @@ def build(config: ModelConfig, backbone: MaeBackbone | None = None, seed: int = 
     """
     if config.model not in MODELS:
         raise DemsegError(f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[config.model](config, backbone, seed)
+    try:
+        return MODELS[config.model](config, backbone, seed)
+    except (MemoryError, RuntimeError) as exc:  # torch reports a failed allocation as a RuntimeError
+        if isinstance(exc, RuntimeError) and "allocate" not in str(exc):
+            raise
+        widths = ", ".join(f"{name} {getattr(config, name)}" for name in WIDTHS.get(config.model, ()))
+        raise DemsegError(f"the {config.model} model asked for ({widths}) does not fit in this machine's "
+                          "memory") from exc

@@ -99,15 +99,16 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 
 def load_encoder(
-    weights: str, arch: str | None, num_channels: int, image_size: int = 224
+    weights: str, arch: str | None, num_channels: int | None = None, image_size: int = 224
 ) -> tuple[ViTMAEModel, dict]:
     """Return an fp32 ViTMAEModel in eval mode and metadata {"source", "arch", "method", ...} for ``weights``.
 
     ``arch`` None accepts whatever the weights hold ("tiny" for random weights); a named ``arch``
-    must match them. Every failure is a one-line DemsegError naming the weights.
+    must match them. ``num_channels`` None likewise takes the weights' own (1 for random weights).
+    Every failure is a one-line DemsegError naming the weights.
     """
     if weights == "random":
-        return _random_encoder(arch or "tiny", num_channels, image_size)
+        return _random_encoder(arch or "tiny", num_channels or 1, image_size)
     source = _read_weights(resolve_weights(str(weights)))
     name = source.metadata["source"]
     _check_arch(source.config, arch, name)
@@ -371,14 +372,14 @@ def _check_arch(config: ViTMAEConfig, arch: str | None, name: str) -> None:
         )
 
 
-def _adapt_channels(source: EncoderWeights, num_channels: int, name: str) -> None:
+def _adapt_channels(source: EncoderWeights, num_channels: int | None, name: str) -> None:
     """Fold 3-channel (RGB) patch kernels onto ``num_channels`` inputs; other mismatches raise DemsegError.
 
     The kernels are summed over RGB and shared equally by the new channels, so an image repeated in
     every channel gives the same tokens as that image repeated in R, G and B.
     """
     have = source.config.num_channels
-    if have == num_channels:
+    if num_channels is None or have == num_channels:
         return
     if not source.rgb_adaptable:
         raise DemsegError(f"{name} was made for {have} input channel(s), the data has {num_channels}")

@@ -36,7 +36,9 @@ class TrainConfig(ModelConfig):
     val_every: int = Field(150, gt=0, description="Validate every N iterations (and at the last); the best-IoU "
                                                   "state is kept.")
     cached: bool = Field(True, description="Train from a feature cache: the frozen part of the backbone runs once "
-                                           "per tile and view, each step runs only the tuned blocks and the head.")
+                                           "per tile and view, each step runs only the tuned blocks and the head.",
+                         json_schema_extra={"off_help": "Train without the feature cache: every step runs the whole "
+                                                        "backbone on its batch (slower; the same batches)."})
     lp_fraction: float = Field(0.25, ge=0, lt=1, description="With fine-tuning: share of the iterations that train "
                                                              "the head alone before the tuned blocks join (LP-FT).")
     init: str | None = Field(None, description="Start from a run folder (e.g. trained on the synthetic world): its "
@@ -44,6 +46,9 @@ class TrainConfig(ModelConfig):
                                                "architecture must match.")
     cache_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Storage precision of cached features.")
     views: int = Field(8, ge=1, le=8, description="Dihedral views per tile (augmentation).")
+    coarsen: list[int] = Field([], description="Resolution augmentation: also train on every tile as a DEM of "
+                                              "N x the pixel size would show it (e.g. 2,4: a 0.5 m tile also at "
+                                              "1 m and 2 m), so the model holds up on coarser LiDAR.")
     min_labelled_fraction: float = Field(0.5, ge=0, le=1, description="Tiles must be this labelled for the task.")
     min_valid_fraction: float = Field(DEFAULT_MIN_VALID_FRACTION, ge=0, le=1,
                                       description="Tiles need this much valid elevation.")

@@ -38,7 +38,8 @@ def run_arrays(data: SplitData, config: TrainConfig) -> tuple[list[Tile], list[T
     val_tiles = eligible_tiles(data.tiles, "val", config.task, config.min_labelled_fraction)
     if not val_tiles:
         raise DemsegError(f"the split left no validation tile labelled for {config.task}")
-    return (train_tiles, val_tiles, tile_arrays(data.scenes, train_tiles, config.task, config.recipe),
+    return (train_tiles, val_tiles, tile_arrays(data.scenes, train_tiles, config.task, config.recipe,
+                                                config.coarsen),
             tile_arrays(data.scenes, val_tiles, config.task, config.recipe))
 
 
@@ -119,7 +120,7 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, score
     ``scorer(task, pixel_size_m)`` makes the validation scorer (the CLI passes
     :class:`demseg.evaluate.metrics.SegmentationScorer`).
     """
-    with out_dir(out, overwrite, finished=is_finished_run) as folder:
+    with out_dir(out, overwrite, finished=is_finished_run, discard_on_error=True) as folder:
         config = resolve_init(config)
         data = load_split(spec_path, [config.task], config.split_config(), progress)
         config = config.model_copy(update={"pixel_size_m": data.pixel_size_m()})

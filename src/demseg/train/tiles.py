@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from demseg.data.augment import coarsened
 from demseg.data.normalise import normalise_tile
 from demseg.data.scene import IGNORE, Scene
 from demseg.data.tiles import Tile
@@ -24,20 +25,37 @@ class TileArrays:
         return len(self.ids)
 
 
-def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, recipe: str) -> TileArrays:
-    """Normalise every tile with ``recipe`` and cut its target for ``task`` (nodata -> ignore)."""
-    inputs, targets = [], []
-    for tile in tiles:
-        scene = scenes[tile.scene_id]
-        window = tile.window()
-        elevation = scene.dem.elevation[window]
-        valid = scene.valid_mask[window]
-        dtm = scene.dtm[window] if scene.dtm is not None else None
-        inputs.append(normalise_tile(elevation, valid, recipe, scene.grid.pixel_size_m, dtm))
-        if task in scene.targets:
-            target = scene.targets[task][window].copy()
-        else:
-            target = np.full(elevation.shape, IGNORE, np.uint8)
-        target[~valid] = IGNORE
-        targets.append(target)
-    return TileArrays([t.id for t in tiles], np.stack(inputs), np.stack(targets))
+def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, recipe: str,
+                coarsen: Sequence[int] = ()) -> TileArrays:
+    """Normalise every tile with ``recipe`` and cut its target for ``task`` (nodata -> ignore).
+
+    With ``coarsen`` (resolution augmentation, training only) every tile is followed, block by block,
+    by its versions at each factor x the pixel size (:func:`demseg.data.augment.coarsened`): rows
+    ``i``, ``n + i``, ``2n + i``... hold tile ``i`` at the original and each coarser resolution,
+    with the same target.
+    """
+    inputs, targets, ids = [], [], []
+    for factor in (1, *coarsen):
+        for tile in tiles:
+            scene = scenes[tile.scene_id]
+            window = tile.window()
+            elevation, valid = scene.dem.elevation[window], scene.valid_mask[window]
+            dtm = scene.dtm[window] if scene.dtm is not None else None
+            if factor > 1:
+                elevation, valid = coarsened(elevation, valid, factor)
+                if dtm is not None:
+                    dtm, known = coarsened(dtm, np.isfinite(dtm), factor)
+            inputs.append(normalise_tile(elevation, valid, recipe, scene.grid.pixel_size_m, dtm))
+            if task in scene.targets:
+                target = scene.targets[task][window].copy()
+            else:
+                target = np.full(elevation.shape, IGNORE, np.uint8)
+            target[~valid] = IGNORE
+            targets.append(target)
+            ids.append(tile.id if factor == 1 else f"{tile.id}@{factor}x")
+    return TileArrays(ids, np.stack(inputs), np.stack(targets))
+
+
+def augmented_rows(rows: Sequence[int], union_size: int, coarsen: Sequence[int]) -> list[int]:
+    """Rows of :func:`tile_arrays` ``(..., coarsen)`` that hold the tiles at ``rows`` and their coarser versions."""
+    return [row + k * union_size for k in range(1 + len(coarsen)) for row in rows]
