@@ -316,6 +316,18 @@ def test_weights_files_are_readable_by_others_as_the_umask_allows(spec, tmp_path
     assert mode == 0o644
 
 
+def test_folders_built_in_a_staging_folder_get_the_permissions_the_umask_allows(tmp_path):
+    from demseg.io.atomic import UMASK, staging_folder
+
+    staging = staging_folder(tmp_path / "world")  # synth and rasterize build their folders this way
+    assert staging.parent == tmp_path and staging.name.startswith(".world.")
+    assert staging.stat().st_mode & 0o777 == 0o777 & ~UMASK
+    from demseg.data.synth import generate_world
+
+    generate_world(tmp_path / "small_world", scenes=1, size_px=224, seed=3, progress=False)
+    assert (tmp_path / "small_world").stat().st_mode & 0o777 == 0o777 & ~UMASK
+
+
 # ------------------------------------------------------------------------------------- data and probe
 
 

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,7 +50,7 @@ from tqdm import tqdm
 from demseg.data.normalise import hillshade
 from demseg.errors import DemsegError
 from demseg.io import GridSpec, VectorLayer, write_geotiff, write_gpkg, write_text_atomic
-from demseg.io.atomic import atomic_path
+from demseg.io.atomic import atomic_path, staging_folder
 
 __all__ = ["DISTRICTS", "STYLES", "SynthScene", "generate_scene", "generate_world", "scene_grid",
            "scene_seed",
@@ -1743,7 +1742,7 @@ def _staging(out_dir: Path) -> Iterator[Path]:
     write inside becomes one DemsegError line."""
     with _write_errors(out_dir):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+        staging = staging_folder(out_dir)
     try:
         with _write_errors(out_dir):
             yield staging

@@ -23,6 +23,17 @@ def _read_umask() -> int:
 UMASK = _read_umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
 
 
+def staging_folder(target: Path, suffix: str = ".partial") -> Path:
+    """A new hidden folder beside ``target`` to build it in, with the permissions the umask allows.
+
+    ``tempfile.mkdtemp`` makes owner-only (0700) folders; a folder renamed into place must not keep
+    that, or other users cannot read a world or a rasterised dataset.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent))
+    staging.chmod(0o777 & ~UMASK)
+    return staging
+
+
 FULL_DEVICE_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
 
 

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from demseg import __version__
 from demseg.data.spec import DEFAULT_CLASSES
 from demseg.errors import DemsegError
+from demseg.io.atomic import staging_folder
 from demseg.io.provenance import file_sha256
 from demseg.io.raster import GridSpec, write_geotiff
 from demseg.lidar.accumulate import CellAccumulator
@@ -192,7 +193,7 @@ def _atomic_folder(target: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a hidden staging folder beside ``target``; it replaces ``target`` only if the block succeeds."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        staging = staging_folder(target)
     except OSError as exc:
         raise DemsegError(f"cannot create the output folder beside {target}: {exc.strerror or exc}") from exc
     try:
