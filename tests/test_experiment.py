@@ -171,3 +171,26 @@ def test_detail_model_logits_are_full_resolution_and_only_trainable_parts_get_gr
         changed[:, :, 40, 40] += 5.0
         delta = (model(changed) - model(x)).abs()[0, 1]
     assert delta[40, 40] > delta[40, 52] > 0
+
+
+def test_score_on_a_spec_without_labels_for_the_task_is_one_line_and_nothing_written(world, tmp_path, capsys):
+    from demseg.cli import main
+
+    buildings_only = tmp_path / "buildings_only.yaml"
+    buildings_only.write_text(f"name: b\nscenes:\n  - id: a\n    dem: {world.parent}/s000/dem.tif\n"
+                              f"    labels: {{raster: {world.parent}/s000/labels.tif, classes: {{buildings: 1}}, "
+                              "ignore: 255}\n")
+    code = main(["experiment", str(world), "--task", "roads", "--models", "unet", "--train-tiles", "2",
+                 "--seeds", "1", "--iters", "2", "--val-every", "2", "--unet-width", "4", "--quiet",
+                 "--score-on", str(buildings_only), "--out", str(tmp_path / "exp")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "has labels for roads" in err[0]
+    assert not (tmp_path / "exp" / "runs").exists() or not any((tmp_path / "exp" / "runs").iterdir())
+
+
+def test_experiment_with_resolution_augmentation_trains_on_the_coarser_copies(world, tmp_path):
+    config = ExperimentConfig(tasks=["buildings"], models=["unet"], train_tiles=[2], seeds=1,
+                              base=tiny_config(iters=2, val_every=2, coarsen=[2]), preview_tiles=0)
+    rows = run_experiment(world, config, tmp_path / "exp", progress=False)
+    assert rows[0]["label"] == "unet+coarsen-2" and rows[0]["coarsen"] == "2"
+    assert len(rows[0]["train_tile_ids"]) == 2  # the budget counts labelled tiles, not their copies
