@@ -158,3 +158,22 @@ def test_failed_write_leaves_no_file_behind(tmp_path):
             raise RuntimeError("disk full")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_vector_labels_with_hull_coverage_leave_unmapped_areas_unknown(scene_dir, tmp_path):
+    from demseg.data.scene import IGNORE, load_scenes
+    from demseg.data.spec import load_spec
+
+    squares = [shapely.box(ORIGIN[0] + 10, ORIGIN[1] - 30, ORIGIN[0] + 20, ORIGIN[1] - 20),
+               shapely.box(ORIGIN[0] + 30, ORIGIN[1] - 30, ORIGIN[0] + 40, ORIGIN[1] - 20)]
+    write_gpkg(tmp_path / "b.gpkg", {"buildings": VectorLayer(np.array(squares), {}, UTM31)}, UTM31)
+    for coverage in ("extent", "hull"):
+        (tmp_path / f"{coverage}.yaml").write_text(
+            f"name: {coverage}\nscenes:\n  - id: a\n    dem: dem.tif\n"
+            f"    labels: {{vector: {{buildings: b.gpkg}}, coverage: {coverage}, coverage_buffer_m: 2}}\n")
+    extent = load_scenes(load_spec(tmp_path / "extent.yaml"), ["buildings"])[0].targets["buildings"]
+    hull = load_scenes(load_spec(tmp_path / "hull.yaml"), ["buildings"])[0].targets["buildings"]
+    assert np.array_equal(extent == 1, hull == 1)  # the features themselves are the same
+    assert hull[25, 25] == 0  # between the two squares: inside the hull, mapped background
+    assert hull[80, 80] == IGNORE and extent[80, 80] == 0  # far from every feature: unknown with hull
+    assert hull[25, 8] == 0 and hull[25, 5] == IGNORE  # the 2 m margin around the hull (x from 10 m)

@@ -216,6 +216,9 @@ def _add_evaluate(commands) -> None:
     p.add_argument("--task", choices=["buildings", "roads"], help="task (default: the run's)")
     p.add_argument("--allow-resolution-mismatch", action="store_true",
                    help="score data whose pixel size is more than 10%% off the run's (default: refuse)")
+    p.add_argument("--resample", action="store_true",
+                   help="data the run never saw: resample it to the run's pixel size and score every labelled "
+                        "pixel (overlapping windows blended as in predict), as experiment --score-on does")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -224,9 +227,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from demseg.evaluate.score import evaluate_run
 
     scores = evaluate_run(args.run, args.spec, args.task, progress=not args.quiet,
-                          allow_resolution_mismatch=args.allow_resolution_mismatch)
+                          allow_resolution_mismatch=args.allow_resolution_mismatch, resample=args.resample)
     print(f"iou={scores['iou']:.3f} f1={scores['f1']:.3f} precision={scores['precision']:.3f} "
-          f"recall={scores['recall']:.3f}  ({scores['val_tiles']} tiles)")
+          f"recall={scores['recall']:.3f}  ({scores['val_tiles']} {'windows' if args.resample else 'tiles'})")
     return 0
 
 

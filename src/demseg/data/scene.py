@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import shapely
 
 from demseg.data.spec import DatasetSpec, SceneSpec
 from demseg.errors import DemsegError
@@ -87,6 +88,9 @@ def _load_targets(spec: DatasetSpec, scene: SceneSpec, dem: DemRaster, tasks: li
         geometries = label_geometries(layer, dem.grid, task, road_width_m or labels.road_width_m,
                                       labels.width_attribute, what=what)
         burned = rasterize_labels(geometries, dem.grid, what=what)
+        if labels.coverage == "hull":
+            hull = shapely.convex_hull(shapely.union_all(geometries)).buffer(labels.coverage_buffer_m)
+            burned[rasterize_labels(np.array([hull]), dem.grid, what=what) == 0] = IGNORE
         if task in targets:  # vector and raster both given: vector wins where it says "target"
             targets[task] = np.where(burned == 1, np.uint8(1), targets[task])
         else:

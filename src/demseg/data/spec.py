@@ -47,6 +47,12 @@ class LabelSpec(BaseModel):
     ignore: int | None = Field(255, description="Raster code for unknown / unlabelled pixels (excluded from loss).")
     vector: dict[str, str] = Field(default_factory=dict,
                                    description="Task name -> vector file (GeoJSON, GeoPackage, Shapefile) in any CRS.")
+    coverage: Literal["extent", "hull"] = Field(
+        "extent", description="Where vector labels speak for the background: extent (every pixel that is not a "
+                              "feature is background) or hull (only inside the convex hull of the features, "
+                              "grown by coverage_buffer_m; outside it is unknown). Use hull for footprint sets "
+                              "mapped over part of a scene, so unmapped buildings do not count as errors.")
+    coverage_buffer_m: float = Field(10.0, ge=0, description="Margin around the features' hull with coverage: hull.")
     road_width_m: float | None = Field(None, gt=0, description="Width used to buffer road lines without a width.")
     width_attribute: str = Field("width", description="Attribute of road lines holding their width in metres.")
 

@@ -40,13 +40,21 @@ def scored_tiles(data: SplitData, config: TrainConfig, manifest: dict, task: str
 
 
 def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = None, progress: bool = True,
-                 preview_tiles: int = 4, allow_resolution_mismatch: bool = False) -> dict[str, float]:
-    """Scores of a run on a spec, written to ``RUN/evaluations/<spec name>/`` (metrics.json, preview.png)."""
+                 preview_tiles: int = 4, allow_resolution_mismatch: bool = False,
+                 resample: bool = False) -> dict[str, float]:
+    """Scores of a run on a spec, written to ``RUN/evaluations/<spec name>/`` (metrics.json, preview.png).
+
+    With ``resample`` (data the run never saw only) the scenes are resampled to the run's pixel
+    size and every labelled pixel is scored through overlapping blended windows, exactly as
+    ``experiment --score-on`` scores them.
+    """
     model, config = load_run(run_dir)
     task = task or config.task
     if task != config.task:
         raise DemsegError(f"the run was trained for {config.task}, not {task}")
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    if resample:
+        return _evaluate_resampled(run_dir, model, config, manifest, spec_path, task, progress)
     data = load_split(spec_path, [task], config.split_config(), progress)
     for scene in data.scenes.values():
         check_resolution(scene.grid.pixel_size_m, config, allow_resolution_mismatch)
@@ -59,6 +67,25 @@ def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = 
     if preview_tiles:
         _preview(out / "preview.png", model, config, data, tiles[:preview_tiles], task)
     return {"val_tiles": len(tiles), **scores}
+
+
+def _evaluate_resampled(run_dir, model, config: TrainConfig, manifest: dict, spec_path, task: str,
+                        progress: bool) -> dict[str, float]:
+    from demseg.data.spec import load_spec
+    from demseg.evaluate.scenes import scene_windows, score_windows
+
+    trained_hashes = set((manifest.get("data") or {}).get("sha256", {}).values())
+    if trained_hashes & set(spec_file_hashes(load_spec(Path(spec_path))).values()):
+        raise DemsegError("--resample scores data the run never saw; this spec shares files with the run's "
+                          "training data: evaluate it without --resample (its own validation tiles)")
+    windows = scene_windows(spec_path, task, config, progress)
+    probabilities = predict_images(model, windows.arrays.inputs, config.use_amp(), probabilities=True)
+    scores = score_windows(probabilities, windows, task, config.pixel_size_m)
+    out = Path(run_dir) / "evaluations" / re.sub(r"[^A-Za-z0-9_.-]", "_", windows.name)
+    record = {"spec": str(spec_path), "task": task, "validation": f"every labelled pixel, resampled to "
+              f"{config.pixel_size_m:g} m (data the run never saw)", **scores}
+    write_text_atomic(out / "metrics.json", json.dumps(record, indent=2, default=float))
+    return scores
 
 
 def score_tiles(model, config: TrainConfig, data: SplitData, tiles: list[Tile], task: str) -> dict[str, float]:
