@@ -194,3 +194,13 @@ def test_experiment_with_resolution_augmentation_trains_on_the_coarser_copies(wo
     rows = run_experiment(world, config, tmp_path / "exp", progress=False)
     assert rows[0]["label"] == "unet+coarsen-2" and rows[0]["coarsen"] == "2"
     assert len(rows[0]["train_tile_ids"]) == 2  # the budget counts labelled tiles, not their copies
+
+
+def test_experiment_runs_mix_in_the_same_second_dataset_tiles(world, tmp_path):
+    other = generate_world(tmp_path / "synthetic", scenes=2, size_px=256, seed=12, progress=False)
+    config = ExperimentConfig(tasks=["buildings"], models=["unet", "mae-detail"], backbone_weights=["random"],
+                              train_tiles=[2], seeds=2, preview_tiles=0,
+                              base=tiny_config(iters=2, val_every=2, mix=str(other), mix_tiles=3, coarsen=[2]))
+    rows = run_experiment(world, config, tmp_path / "exp", progress=False)
+    assert {r["label"] for r in rows} == {"unet+coarsen-2+mix-synthetic", "mae-detail@random+coarsen-2+mix-synthetic"}
+    assert all(r["mix"] == str(other) for r in rows)

@@ -283,3 +283,28 @@ def test_finetuning_more_blocks_than_the_encoder_has_is_one_line(world, tmp_path
                  "--finetune", "top-13", "--backbone-weights", "random", "--out", str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "top 13 blocks of a 12-block" in err and len(err.strip().splitlines()) == 1
+
+
+def test_mix_draws_a_share_of_every_batch_from_the_second_dataset(world, tmp_path):
+    import json
+
+    from demseg.data.synth import generate_world
+    from demseg.train.loop import _batch_tiles
+    from demseg.train.tiles import TileArrays
+
+    arrays = TileArrays([str(i) for i in range(10)], np.zeros((10, 1, 4, 4), np.float32),
+                        np.zeros((10, 4, 4), np.uint8), mixed=6)
+    rows = _batch_tiles(np.random.default_rng(0), arrays, tiny_config(batch_size=8, mix_share=0.25))
+    assert (rows < 4).sum() == 6 and (rows >= 4).sum() == 2  # 2 of 8 from the 6 mixed-in rows
+    plain = TileArrays(arrays.ids, arrays.inputs, arrays.targets)
+    assert np.array_equal(_batch_tiles(np.random.default_rng(0), plain, tiny_config(batch_size=8)),
+                          np.random.default_rng(0).integers(0, 10, 8))  # no mix: the draws of before
+
+    other = generate_world(tmp_path / "other", scenes=2, size_px=192, seed=11, progress=False)
+    config = tiny_config(iters=2, val_every=2, train_tiles=2, mix=str(other), mix_tiles=3)
+    train_run(world, config, tmp_path / "run", SegmentationScorer, progress=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert len(manifest["tiles"]["mix"]) == 3 and not set(manifest["tiles"]["mix"]) & set(manifest["tiles"]["val"])
+    with pytest.raises(DemsegError, match="shares files"):
+        train_run(world, tiny_config(iters=2, val_every=2, mix=str(world)), tmp_path / "run2", SegmentationScorer,
+                  progress=False)

@@ -32,7 +32,7 @@ from demseg.train.config import TrainConfig
 from demseg.train.features import FeatureCache, encode_views
 from demseg.train.loop import CACHE_DTYPES, fit, predict_cached, predict_images
 from demseg.train.manifest import write_manifest
-from demseg.train.run import apply_init, resolve_init
+from demseg.train.run import apply_init, mix_arrays, resolve_init
 from demseg.train.tiles import TileArrays, augmented_rows, tile_arrays
 
 
@@ -62,6 +62,7 @@ class Arm:
     finetune: str = "none"
     init: str | None = None
     coarsen: tuple[int, ...] = ()
+    mix: str | None = None
 
     @property
     def label(self) -> str:
@@ -72,6 +73,8 @@ class Arm:
             label += f"+init-{Path(self.init).name}"
         if self.coarsen:
             label += "+coarsen-" + "-".join(map(str, self.coarsen))
+        if self.mix:
+            label += f"+mix-{Path(self.mix).parent.name if Path(self.mix).suffix else Path(self.mix).name}"
         return label
 
 
@@ -82,7 +85,8 @@ def arms_of(config: ExperimentConfig) -> list[Arm]:
         weights = config.backbone_weights if uses_backbone(model) else ["-"]
         if config.base.init:
             weights = weights[:1]  # the backbone comes from the --init run
-        arms += [Arm(model, w, config.base.finetune, config.base.init, tuple(config.base.coarsen)) for w in weights]
+        arms += [Arm(model, w, config.base.finetune, config.base.init, tuple(config.base.coarsen), config.base.mix)
+                 for w in weights]
     return arms
 
 
@@ -182,7 +186,9 @@ def _prepare_group(data: SplitData, base: TrainConfig, task: str, arm: Arm, subs
     run_base = base.model_copy(update={"task": task, "model": arm.model, "backbone_weights":
                                        arm.weights if arm.weights != "-" else base.backbone_weights})
     run_base = resolve_init(run_base)
-    group = _Group(run_base, tile_arrays(data.scenes, union_tiles, task, base.recipe, base.coarsen),
+    union = tile_arrays(data.scenes, union_tiles, task, base.recipe, base.coarsen)
+    mixed = mix_arrays(run_base, data, progress)
+    group = _Group(run_base, union.with_mix(mixed) if mixed is not None else union,
                    {t.id: i for i, t in enumerate(union_tiles)}, val_tiles,
                    tile_arrays(data.scenes, val_tiles, task, base.recipe))
     if uses_backbone(arm.model):
@@ -225,7 +231,9 @@ def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, tas
     for r in runs:
         tiles = subsets[(r["train_tiles"], r["seed"])]
         rows = augmented_rows([group.position[t.id] for t in tiles], len(group.position), base.coarsen)
-        train = TileArrays([group.union.ids[i] for i in rows], group.union.inputs[rows], group.union.targets[rows])
+        rows += list(range(len(group.union) - group.union.mixed, len(group.union)))  # --mix rows, every run
+        train = TileArrays([group.union.ids[i] for i in rows], group.union.inputs[rows], group.union.targets[rows],
+                           group.union.mixed)
         run_config = group.config.model_copy(update={"train_tiles": r["train_tiles"], "seed": r["seed"]})
         model = build(run_config, backbone=group.backbone, seed=r["seed"])
         apply_init(model, run_config)
@@ -240,7 +248,7 @@ def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, tas
             _preview(run_dir / "preview.png", model, run_config, caches, group, data, config.preview_tiles)
         record = {"task": task, "model": arm.model, "backbone_weights": arm.weights, "label": arm.label,
                   "finetune": arm.finetune, "init": arm.init or "-",
-                  "coarsen": ",".join(map(str, arm.coarsen)) or "-",
+                  "coarsen": ",".join(map(str, arm.coarsen)) or "-", "mix": arm.mix or "-",
                   "train_tiles": r["train_tiles"], "seed": r["seed"], "iters": run_config.iters,
                   "best_iter": result.best_iter, **result.best_scores,
                   "train_seconds": result.train_seconds + group.cache_seconds * share,

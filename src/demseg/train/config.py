@@ -44,6 +44,11 @@ class TrainConfig(ModelConfig):
     init: str | None = Field(None, description="Start from a run folder (e.g. trained on the synthetic world): its "
                                                "head/UNet weights and its backbone; recipe, channels, task and "
                                                "architecture must match.")
+    mix: str | None = Field(None, description="A second labelled dataset (e.g. a synthetic world from demseg synth) "
+                                              "mixed into every batch: the model keeps what it learned there (trees "
+                                              "are not buildings, coarse DEMs) while it adapts to the few real tiles.")
+    mix_tiles: int = Field(200, gt=0, description="Training tiles drawn from the --mix dataset's training split.")
+    mix_share: float = Field(0.5, ge=0, lt=1, description="Share of each batch drawn from the --mix tiles.")
     cache_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Storage precision of cached features.")
     views: int = Field(8, ge=1, le=8, description="Dihedral views per tile (augmentation).")
     coarsen: list[int] = Field([], description="Resolution augmentation: also train on every tile as a DEM of "

@@ -203,6 +203,16 @@ def _caches(model, config: TrainConfig, train: TileArrays, val: TileArrays, trai
     return train_cache, val_cache
 
 
+def _batch_tiles(rng: np.random.Generator, train: TileArrays, config: TrainConfig) -> np.ndarray:
+    """Rows of one batch: uniform over the spec's tiles, plus ``mix_share`` of the batch from mixed-in rows."""
+    own = len(train) - train.mixed
+    mixed = int(round(config.batch_size * config.mix_share)) if train.mixed else 0
+    tiles = rng.integers(0, own, config.batch_size - mixed)
+    if mixed:
+        tiles = np.concatenate([tiles, own + rng.integers(0, train.mixed, mixed)])
+    return tiles
+
+
 def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArrays, scorer: ScorerFactory,
         train_cache: FeatureCache | None = None, val_cache: FeatureCache | None = None,
         progress: bool = True) -> FitResult:
@@ -239,7 +249,7 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
                unit="it", disable=not progress)
     for step in bar:
         # the same (tile, view) draws feed both paths, so cached and uncached runs see the same batches
-        tiles = rng.integers(0, len(train), config.batch_size)
+        tiles = _batch_tiles(rng, train, config)
         views = rng.integers(0, config.views, config.batch_size)
         with _autocast(amp):
             if cached:

@@ -43,13 +43,35 @@ def run_arrays(data: SplitData, config: TrainConfig) -> tuple[list[Tile], list[T
             tile_arrays(data.scenes, val_tiles, config.task, config.recipe))
 
 
+def mix_arrays(config: TrainConfig, spec_data: SplitData, progress: bool = False) -> TileArrays | None:
+    """The ``--mix`` dataset's rehearsal tiles (resampled to the run's pixel size), or None without ``--mix``.
+
+    They come from the mix dataset's training split, chosen by the split seed (the same tiles for
+    every training seed and budget); a mix dataset that shares a file with the run's own data is
+    refused, so no validation tile can come back through it.
+    """
+    if not config.mix:
+        return None
+    from demseg.data.spec import load_spec
+    from demseg.train.manifest import spec_file_hashes
+
+    mix_spec = load_spec(Path(config.mix))
+    if set(spec_file_hashes(mix_spec).values()) & set(spec_file_hashes(spec_data.spec).values()):
+        raise DemsegError(f"--mix {config.mix} shares files with the training data; mix in another dataset "
+                          "(e.g. a synthetic world from demseg synth)")
+    data = load_split(mix_spec, [config.task], config.split_config(), progress, pixel_size_m=config.pixel_size_m)
+    tiles = training_subset(data.tiles, config.mix_tiles, config.split_seed, config.task,
+                            config.min_labelled_fraction)
+    return tile_arrays(data.scenes, tiles, config.task, config.recipe, config.coarsen)
+
+
 def trainable_part(model: nn.Module, config: TrainConfig) -> nn.Module:
     """The part of a model that training changes and ``model.safetensors`` stores."""
     return model.head if uses_backbone(config.model) else model
 
 
 def save_run(out: Path, config: TrainConfig, model: nn.Module, result: FitResult, train_tiles: list[Tile],
-             val_tiles: list[Tile], data: SplitData) -> None:
+             val_tiles: list[Tile], data: SplitData, mix_ids: list[str] | None = None) -> None:
     """Write the run folder (weights first, config last, so a config means a complete run)."""
     trainable = trainable_part(model, config)
     with atomic_path(out / "model.safetensors") as tmp:
@@ -71,7 +93,8 @@ def save_run(out: Path, config: TrainConfig, model: nn.Module, result: FitResult
         write_text_atomic(out / "history.csv", "\n".join(lines) + "\n")
     write_tile_index(data.tiles, out / "tiles.csv")
     write_manifest(out / "manifest.json", config.model_dump(), data.spec,
-                   {"train": [t.id for t in train_tiles], "val": [t.id for t in val_tiles]}, argv=sys.argv)
+                   {"train": [t.id for t in train_tiles], "val": [t.id for t in val_tiles],
+                    **({"mix": mix_ids} if mix_ids else {})}, argv=sys.argv)
     write_text_atomic(out / "config.json", config.model_dump_json(indent=2))
 
 
@@ -125,10 +148,14 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, score
         data = load_split(spec_path, [config.task], config.split_config(), progress)
         config = config.model_copy(update={"pixel_size_m": data.pixel_size_m()})
         train_tiles, val_tiles, train, val = run_arrays(data, config)
+        mixed = mix_arrays(config, data, progress)
+        if mixed is not None:
+            train = train.with_mix(mixed)
         model = build(config, seed=config.seed)
         apply_init(model, config)
         result = fit(config, model, train, val, scorer, progress=progress)
-        save_run(folder, config, model, result, train_tiles, val_tiles, data)
+        save_run(folder, config, model, result, train_tiles, val_tiles, data,
+                 mixed.ids if mixed is not None else [])
     return {"best_iter": result.best_iter, **result.best_scores, "train_seconds": result.train_seconds}
 
 

@@ -21,8 +21,15 @@ class TileArrays:
     inputs: np.ndarray
     targets: np.ndarray
 
+    mixed: int = 0  # the last ``mixed`` rows come from a --mix dataset (rehearsal), the rest from the spec
+
     def __len__(self) -> int:
         return len(self.ids)
+
+    def with_mix(self, other: TileArrays) -> TileArrays:
+        """These arrays followed by ``other``'s, the latter marked as mixed-in rows."""
+        return TileArrays(self.ids + other.ids, np.concatenate([self.inputs, other.inputs]),
+                          np.concatenate([self.targets, other.targets]), len(other))
 
 
 def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, recipe: str,
