@@ -22,8 +22,8 @@ def _manifest(checkpoint: Path, sources: list[str] | None) -> dict:
         return json.loads((checkpoint / "manifest.json").read_text())
     import torch
 
-    from demseg.pretrain.sources import discover_sources
     from demseg.io.provenance import file_sha256
+    from demseg.pretrain.sources import discover_sources
 
     state = torch.load(checkpoint / "last" / "resume.pt", map_location="cpu", weights_only=True)
     meta = json.loads((checkpoint / "last" / "mae.json").read_text())

@@ -274,6 +274,35 @@ def test_init_starts_from_another_run_and_refuses_a_mismatch(world, tmp_path, ca
         assert main(base + extra) == 2
         err = capsys.readouterr().err
         assert pattern in err and len(err.strip().splitlines()) == 1
+    assert main(base[:-1] + ["no-such-start", "--model", "unet"]) == 2
+    err = capsys.readouterr().err
+    assert "no run folder and no shipped starting point" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_shipped_starting_point_names_its_encoder_instead_of_copying_it(world, tmp_path, monkeypatch):
+    import shutil
+
+    from demseg.models import encoders
+    from demseg.train.run import apply_init, resolve_init
+
+    train_run(world, tiny_config(model="mae-detail", backbone_weights="dem-tiny"), tmp_path / "synthetic",
+              SegmentationScorer, progress=False)
+    folder = tmp_path / "weights" / "start"
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):  # no backbone.safetensors: the config names dem-tiny
+        shutil.copy(tmp_path / "synthetic" / name, folder / name)
+    for shipped_file in encoders.WEIGHTS_DIR.glob("dem_mae_tiny*"):  # the encoder stays where it is
+        (tmp_path / "weights" / shipped_file.name).symlink_to(shipped_file)
+    monkeypatch.setattr(encoders, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setitem(encoders.SHIPPED_STARTS, "tiny-start", encoders.ShippedStart(
+        "tiny-start", "start", "mae-detail", "buildings", "dem-tiny", "test"))
+    config = resolve_init(tiny_config(model="mae-detail", init="tiny-start"))
+    assert config.backbone_weights == "dem-tiny"
+    model = build(config, seed=1)
+    apply_init(model, config)
+    saved, _ = load_run(tmp_path / "synthetic")
+    assert all(torch.equal(a, b) for a, b in zip(model.head.state_dict().values(), saved.head.state_dict().values(),
+                                                  strict=True))
 
 
 def test_finetuning_more_blocks_than_the_encoder_has_is_one_line(world, tmp_path, capsys):

@@ -43,6 +43,42 @@ SHIPPED_ENCODERS: dict[str, ShippedEncoder] = {
 }
 
 
+@dataclass(frozen=True)
+class ShippedStart:
+    """A trained run shipped in ``demseg/weights/<folder>/`` as a starting point for ``--init``.
+
+    It is a run folder (``config.json``, ``model.safetensors``; ``start.json`` says how it was
+    made) whose frozen backbone is a shipped encoder, named in its config instead of copied.
+    """
+
+    name: str
+    folder: str
+    model: str
+    task: str
+    encoder: str
+    summary: str
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.folder
+
+
+SHIPPED_STARTS: dict[str, ShippedStart] = {}
+
+
+def resolve_start(init: str) -> Path:
+    """The run folder an ``--init`` value names: a shipped starting point by name, else the path itself."""
+    if init in SHIPPED_STARTS:
+        entry = SHIPPED_STARTS[init]
+        if not (entry.path / "config.json").exists():
+            raise DemsegError(f"the shipped starting point {init!r} is missing from this install: {entry.path}")
+        return entry.path
+    if looks_like_shipped_name(init) and not Path(init).exists():
+        known = ", ".join(sorted(SHIPPED_STARTS)) or "none"
+        raise DemsegError(f"--init {init}: no run folder and no shipped starting point of that name (shipped: {known})")
+    return Path(init)
+
+
 def shipped_names() -> list[str]:
     """The names of every shipped encoder."""
     return sorted(SHIPPED_ENCODERS)

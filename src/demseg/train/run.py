@@ -108,20 +108,30 @@ INIT_MUST_MATCH = ("model", "task", "recipe", "arch", "head_width", "neck_width"
 
 
 def resolve_init(config: TrainConfig) -> TrainConfig:
-    """``config`` starting from the run ``config.init``: its backbone file as the weights; mismatches refused."""
+    """``config`` starting from the run ``config.init``: its backbone as the weights; mismatches refused.
+
+    ``config.init`` is a run folder or the name of a shipped starting point
+    (:data:`demseg.models.encoders.SHIPPED_STARTS`), whose frozen backbone is a shipped encoder.
+    """
     if not config.init:
         return config
-    run_dir = Path(config.init)
+    from demseg.models.encoders import SHIPPED_ENCODERS, resolve_start
+
+    run_dir = resolve_start(config.init)
     init = read_run_config(run_dir)
     different = [f"{name} {getattr(init, name)!r} (this run: {getattr(config, name)!r})"
                  for name in INIT_MUST_MATCH if getattr(init, name) != getattr(config, name)
                  and (uses_backbone(config.model) or name in ("model", "task", "recipe", "unet_width", "tile_size_px"))]
     if different:
-        raise DemsegError(f"--init {run_dir} was trained with other settings: {'; '.join(different)}")
+        raise DemsegError(f"--init {config.init} was trained with other settings: {'; '.join(different)}")
     if uses_backbone(config.model):
-        if not (run_dir / "backbone.safetensors").is_file():
-            raise DemsegError(f"--init {run_dir} holds no backbone.safetensors")
-        config = config.model_copy(update={"backbone_weights": str(run_dir / "backbone.safetensors")})
+        if (run_dir / "backbone.safetensors").is_file():
+            weights = str(run_dir / "backbone.safetensors")
+        elif init.backbone_weights in SHIPPED_ENCODERS:
+            weights = init.backbone_weights
+        else:
+            raise DemsegError(f"--init {config.init} holds no backbone.safetensors")
+        config = config.model_copy(update={"backbone_weights": weights})
     return config
 
 
@@ -129,7 +139,9 @@ def apply_init(model: nn.Module, config: TrainConfig) -> None:
     """Load the trained head (or UNet) of the run ``config.init`` into ``model`` (the backbone came with the build)."""
     if not config.init:
         return
-    path = Path(config.init) / "model.safetensors"
+    from demseg.models.encoders import resolve_start
+
+    path = resolve_start(config.init) / "model.safetensors"
     try:
         trainable_part(model, config).load_state_dict(load_file(str(path)))
     except Exception as exc:  # safetensors and torch raise several types for corrupt or mismatched files
