@@ -37,13 +37,15 @@ def main() -> None:
     ours, _ = load_encoder(str(args.run / "backbone.safetensors"), entry.arch, entry.num_channels,
                            config.tile_size_px)
     theirs, _ = load_encoder(str(entry.path), entry.arch, entry.num_channels, config.tile_size_px)
-    if any(not torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(),
-                                                   strict=True)):
+    # the run may have kept its frozen backbone in bf16 (measured faster here): equal to bf16 precision
+    if any(not torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-3)
+           for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True)):
         raise SystemExit("the run's backbone differs from the shipped encoder it names")
     out = PACKAGE_WEIGHTS / args.name
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(args.run / "model.safetensors")).items()}
     save_file(weights, str(out / "model.safetensors"))
+    (out / "model.safetensors").chmod(0o644)  # safetensors writes owner-only files
     (out / "config.json").write_text(config.model_dump_json(indent=2))
     manifest = json.loads((args.run / "manifest.json").read_text())
     metrics = json.loads((args.run / "metrics.json").read_text())
