@@ -9,6 +9,7 @@ Run: .venv/bin/python benchmarks/bench_schedule.py examples/amsterdam.yaml --ite
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--extra", default="{}", help="JSON of further TrainConfig fields, e.g. '{\"finetune\": \"top-4\"}'")
     parser.add_argument("--out", required=True, help="folder for the experiment runs (resumable)")
     parser.add_argument("--name", default="schedule")
+    parser.add_argument("--collect", action="store_true",
+                        help="only tabulate the results.csv already in --out (runs made by an earlier version)")
     args = parser.parse_args()
     rows, seconds = [], {}
     for iters in map(int, args.iters.split(",")):
@@ -45,7 +48,12 @@ def main() -> None:
                                   seeds=args.seeds, base=base, preview_tiles=0,
                                   score_on=[s for s in args.score_on.split(",") if s])
         started = time.perf_counter()
-        found = run_experiment(args.spec, config, Path(args.out) / f"iters{iters:05d}", progress=False)
+        folder = Path(args.out) / f"iters{iters:05d}"
+        if args.collect:
+            with open(folder / "results.csv", newline="") as handle:
+                found = list(csv.DictReader(handle))
+        else:
+            found = run_experiment(args.spec, config, folder, progress=False)
         seconds[iters] = time.perf_counter() - started
         rows += [{**r, "schedule": iters} for r in found if r["scored_on"] in ("validation", "pooled")]
     def column(row: dict) -> str:
