@@ -176,9 +176,10 @@ def test_detail_model_logits_are_full_resolution_and_only_trainable_parts_get_gr
 def test_score_on_a_spec_without_labels_for_the_task_is_one_line_and_nothing_written(world, tmp_path, capsys):
     from demseg.cli import main
 
+    other = generate_world(tmp_path / "other", scenes=1, size_px=160, seed=9, progress=False).parent
     buildings_only = tmp_path / "buildings_only.yaml"
-    buildings_only.write_text(f"name: b\nscenes:\n  - id: a\n    dem: {world.parent}/s000/dem.tif\n"
-                              f"    labels: {{raster: {world.parent}/s000/labels.tif, classes: {{buildings: 1}}, "
+    buildings_only.write_text(f"name: b\nscenes:\n  - id: a\n    dem: {other}/s000/dem.tif\n"
+                              f"    labels: {{raster: {other}/s000/labels.tif, classes: {{buildings: 1}}, "
                               "ignore: 255}\n")
     code = main(["experiment", str(world), "--task", "roads", "--models", "unet", "--train-tiles", "2",
                  "--seeds", "1", "--iters", "2", "--val-every", "2", "--unet-width", "4", "--quiet",
@@ -186,6 +187,26 @@ def test_score_on_a_spec_without_labels_for_the_task_is_one_line_and_nothing_wri
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "has labels for roads" in err[0]
     assert not (tmp_path / "exp" / "runs").exists() or not any((tmp_path / "exp" / "runs").iterdir())
+
+
+def test_score_on_a_spec_that_shares_files_with_the_training_spec_is_refused(world, tmp_path, capsys):
+    from demseg.cli import main
+
+    code = main(["experiment", str(world), "--models", "unet", "--train-tiles", "2", "--seeds", "1", "--iters", "2",
+                 "--val-every", "2", "--unet-width", "4", "--quiet", "--score-on", str(world),
+                 "--out", str(tmp_path / "exp")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "shares files" in err[0]
+
+
+@pytest.mark.parametrize("factors", ["1", "0,2", "-2"])
+def test_resolution_augmentation_factors_below_two_are_refused(world, tmp_path, capsys, factors):
+    from demseg.cli import main
+
+    code = main(["train", str(world), "--model", "unet", "--train-tiles", "2", "--iters", "2", "--coarsen", factors,
+                 "--quiet", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "coarsen" in err[0] and not (tmp_path / "run").exists()
 
 
 def test_experiment_with_resolution_augmentation_trains_on_the_coarser_copies(world, tmp_path):

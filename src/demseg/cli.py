@@ -185,7 +185,8 @@ def _add_train(commands) -> None:
     from demseg.train.config import TrainConfig
 
     p = commands.add_parser("train", help="train one model on a dataset spec",
-                            description="Train MAE+UperNet (frozen backbone) or a UNet on N training tiles of a "
+                            description="Train a model (unet, the paper's mae-upernet, mae-detail; frozen or "
+                                        "fine-tuned backbone) on N training tiles of a "
                                         "spec and write a run folder (weights, config, metrics, manifest).")
     p.add_argument("spec", help="dataset spec (YAML) or folder")
     add_config_flags(p, TrainConfig, ["task", "model", "backbone_weights", "train_tiles", "seed", *TRAIN_FIELDS],

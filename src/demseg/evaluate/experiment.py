@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from demseg.data.dataset import SplitData, load_split
+from demseg.data.spec import load_spec
 from demseg.data.normalise import hillshade
 from demseg.data.tiles import Tile, eligible_tiles, training_subset
 from demseg.errors import DemsegError
@@ -31,7 +32,7 @@ from demseg.models.registry import build, build_encoder, uses_backbone
 from demseg.train.config import TrainConfig
 from demseg.train.features import FeatureCache, encode_views
 from demseg.train.loop import CACHE_DTYPES, fit, predict_cached, predict_images
-from demseg.train.manifest import write_manifest
+from demseg.train.manifest import spec_file_hashes, write_manifest
 from demseg.train.run import apply_init, mix_arrays, resolve_init
 from demseg.train.tiles import TileArrays, augmented_rows, tile_arrays
 
@@ -122,7 +123,8 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
         data = load_split(spec_path, config.tasks, base.split_config(), progress)
         base = base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
         plan = _plan(data, config)
-        score_sets = {task: _score_sets(config, base, task, progress) for task in config.tasks}
+        trained = set(spec_file_hashes(data.spec).values())
+        score_sets = {task: _score_sets(config, base, task, trained, progress) for task in config.tasks}
         todo = [p for p in plan if not (out / "runs" / p["key"] / "metrics.json").exists()]
         if progress and len(todo) < len(plan):
             print(f"resuming: {len(plan) - len(todo)} of {len(plan)} runs already done")
@@ -156,7 +158,12 @@ def _plan(data: SplitData, config: ExperimentConfig) -> list[dict]:
     return plan
 
 
-def _score_sets(config: ExperimentConfig, base: TrainConfig, task: str, progress: bool) -> list[SceneWindows]:
+def _score_sets(config: ExperimentConfig, base: TrainConfig, task: str, trained: set[str],
+                progress: bool) -> list[SceneWindows]:
+    for spec in config.score_on:
+        if trained & set(spec_file_hashes(load_spec(Path(spec))).values()):
+            raise DemsegError(f"--score-on {spec} shares files with the experiment's own spec: other cities must be "
+                              "data the runs never saw (the spec's own validation tiles are scored anyway)")
     sets = [scene_windows(spec, task, base, progress) for spec in config.score_on]
     names = [s.name for s in sets]
     if len(set(names)) != len(names) or {"validation", "pooled"} & set(names):
@@ -313,7 +320,9 @@ def _write_outputs(out: Path, rows: list[dict], config: ExperimentConfig, data: 
              "(as in the paper).",
              f"validation tiles: {', '.join(map(str, val_counts))} (one spatial region for every budget, model "
              "and seed, disjoint from training tiles).",
-             f"backbone: ViT-{config.base.arch}, frozen, blocks {config.base.tap_blocks}; recipe "
+             f"backbone: ViT-{config.base.arch}, "
+             f"{'frozen' if config.base.finetune == 'none' else 'fine-tuned: ' + config.base.finetune}, blocks "
+             f"{config.base.tap_blocks}; recipe "
              f"{config.base.recipe}; weights: {', '.join(config.backbone_weights)}.",
              "95 % CI: Student t over seeds; cells with n=1 have no interval."]
     write_summary(rows, out / "summary.md", f"demseg experiment: {data.spec.name}", notes)

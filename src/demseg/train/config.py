@@ -6,7 +6,7 @@ reads its defaults and help texts from these fields, so Python and CLI users get
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -54,7 +54,7 @@ class TrainConfig(ModelConfig):
     mix_share: float = Field(0.5, ge=0, lt=1, description="Share of each batch drawn from the --mix tiles.")
     cache_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Storage precision of cached features.")
     views: int = Field(8, ge=1, le=8, description="Dihedral views per tile (augmentation).")
-    coarsen: list[int] = Field([], description="Resolution augmentation: also train on every tile as a DEM of "
+    coarsen: list[Annotated[int, Field(ge=2)]] = Field([], description="Resolution augmentation: also train on every tile as a DEM of "
                                               "N x the pixel size would show it (e.g. 2,4: a 0.5 m tile also at "
                                               "1 m and 2 m), so the model holds up on coarser LiDAR.")
     min_labelled_fraction: float = Field(0.5, ge=0, le=1, description="Tiles must be this labelled for the task.")
