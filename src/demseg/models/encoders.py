@@ -68,6 +68,10 @@ SHIPPED_STARTS: dict[str, ShippedStart] = {
         "synth-detail-buildings", "synth-detail-buildings", "mae-detail", "buildings", "dem-tiny",
         "mae-detail head (dem-tiny frozen) trained on 300 tiles of a 40-scene synthetic world (seed 1000), "
         "with resolution augmentation 2,4"),
+    "synth-detail-roads": ShippedStart(
+        "synth-detail-roads", "synth-detail-roads", "mae-detail", "roads", "dem-tiny",
+        "mae-detail head (dem-tiny frozen) trained for roads on 300 tiles of a 40-scene synthetic world "
+        "(seed 1000), with resolution augmentation 2,4"),
 }
 
 
