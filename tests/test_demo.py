@@ -29,3 +29,12 @@ def test_every_start_the_demo_needs_is_shipped_and_matches_the_best_variant():
         assert (config.head_width, config.neck_width, config.detail_width) == (best.head_width, best.neck_width,
                                                                                 best.detail_width)
         assert config.backbone_weights == entry.encoder and config.recipe == best.recipe
+
+
+def test_the_demos_best_variant_accepts_its_shipped_start():
+    from demseg.train.run import resolve_init
+
+    for task in ("buildings", "roads"):
+        best = demo_configs(paper=False, mix_spec="m.yaml")[f"best_{task}"].base
+        resolved = resolve_init(best.model_copy(update={"task": task}))  # the demo's UNet width differs: no matter
+        assert resolved.backbone_weights == SHIPPED_STARTS[start_name(task)].encoder

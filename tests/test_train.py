@@ -279,6 +279,16 @@ def test_init_starts_from_another_run_and_refuses_a_mismatch(world, tmp_path, ca
     assert "no run folder and no shipped starting point" in err and len(err.strip().splitlines()) == 1
 
 
+def test_init_compares_only_the_settings_that_shape_the_models_weights():
+    from demseg.train.run import _shapes_weights
+
+    assert _shapes_weights("unet_width", "unet") and not _shapes_weights("unet_width", "mae-detail")
+    assert _shapes_weights("detail_width", "mae-detail") and not _shapes_weights("detail_width", "mae-upernet")
+    assert _shapes_weights("head_width", "mae-upernet") and not _shapes_weights("head_width", "unet")
+    assert all(_shapes_weights(name, model) for name in ("model", "task", "recipe", "tile_size_px")
+               for model in ("unet", "mae-upernet", "mae-detail"))
+
+
 def test_a_shipped_starting_point_names_its_encoder_instead_of_copying_it(world, tmp_path, monkeypatch):
     import shutil
 

@@ -107,6 +107,17 @@ INIT_MUST_MATCH = ("model", "task", "recipe", "arch", "head_width", "neck_width"
                    "tile_size_px")
 
 
+def _shapes_weights(name: str, model: str) -> bool:
+    """True when setting ``name`` shapes the weights of ``model`` (a UNet has no head width, a UperNet no UNet)."""
+    if name in ("model", "task", "recipe", "tile_size_px"):
+        return True
+    if name == "unet_width":
+        return not uses_backbone(model)
+    if name == "detail_width":
+        return model == "mae-detail"
+    return uses_backbone(model)
+
+
 def resolve_init(config: TrainConfig) -> TrainConfig:
     """``config`` starting from the run ``config.init``: its backbone as the weights; mismatches refused.
 
@@ -121,7 +132,7 @@ def resolve_init(config: TrainConfig) -> TrainConfig:
     init = read_run_config(run_dir)
     different = [f"{name} {getattr(init, name)!r} (this run: {getattr(config, name)!r})"
                  for name in INIT_MUST_MATCH if getattr(init, name) != getattr(config, name)
-                 and (uses_backbone(config.model) or name in ("model", "task", "recipe", "unet_width", "tile_size_px"))]
+                 and _shapes_weights(name, config.model)]
     if different:
         raise DemsegError(f"--init {config.init} was trained with other settings: {'; '.join(different)}")
     if uses_backbone(config.model):
