@@ -364,8 +364,7 @@ def test_two_scenes_on_a_dask_cluster_match_the_single_process_run(run_dir, worl
 def external_cluster(tmp_path):
     """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, torn down after the test."""
     dask = Path(sys.executable).with_name("dask")
-    if not dask.exists():
-        pytest.skip("the dask command line is not installed in this environment")
+    assert dask.exists(), "dask[distributed] is a dev dependency: its `dask` command line must be installed"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

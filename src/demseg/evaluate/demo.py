@@ -74,13 +74,14 @@ def run_demo(out: str | Path = "demo_out", paper: bool = False, progress: bool =
     scenes = PAPER_SCENES if paper else DEMO_SCENES
     spec = _world(out / ("world_paper" if paper else "world"), scenes, 0, progress)
     mix = _world(out / "world_mix", MIX_SCENES, MIX_SEED, progress)
+    configs = demo_configs(paper, str(mix))
     rows = []
-    for name, config in demo_configs(paper, str(mix)).items():
+    for name, config in configs.items():
         rows += run_experiment(spec, config, out / (f"{name}_paper" if paper else name), progress=progress)
     for row in rows:
         row["label"] = NAMES[row["model"]]
     minutes = (time.perf_counter() - started) / 60
-    reference = demo_configs(paper, str(mix))["reference"]
+    reference = configs["reference"]
     base = reference.base
     val_tiles = rows[0]["val_tiles"] if rows else "?"
     lines = [

@@ -123,8 +123,8 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
         data = load_split(spec_path, config.tasks, base.split_config(), progress)
         base = base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
         plan = _plan(data, config)
-        trained = set(spec_file_hashes(data.spec).values())
-        score_sets = {task: _score_sets(config, base, task, trained, progress) for task in config.tasks}
+        _refuse_shared_score_specs(config.score_on, data)
+        score_sets = {task: _score_sets(config, base, task, progress) for task in config.tasks}
         todo = [p for p in plan if not (out / "runs" / p["key"] / "metrics.json").exists()]
         if progress and len(todo) < len(plan):
             print(f"resuming: {len(plan) - len(todo)} of {len(plan)} runs already done")
@@ -158,12 +158,18 @@ def _plan(data: SplitData, config: ExperimentConfig) -> list[dict]:
     return plan
 
 
-def _score_sets(config: ExperimentConfig, base: TrainConfig, task: str, trained: set[str],
-                progress: bool) -> list[SceneWindows]:
-    for spec in config.score_on:
+def _refuse_shared_score_specs(score_on: list[str], data: SplitData) -> None:
+    """Other cities must be data the runs never saw: no --score-on spec may share a file with the spec."""
+    if not score_on:
+        return
+    trained = set(spec_file_hashes(data.spec).values())
+    for spec in score_on:
         if trained & set(spec_file_hashes(load_spec(Path(spec))).values()):
             raise DemsegError(f"--score-on {spec} shares files with the experiment's own spec: other cities must be "
                               "data the runs never saw (the spec's own validation tiles are scored anyway)")
+
+
+def _score_sets(config: ExperimentConfig, base: TrainConfig, task: str, progress: bool) -> list[SceneWindows]:
     sets = [scene_windows(spec, task, base, progress) for spec in config.score_on]
     names = [s.name for s in sets]
     if len(set(names)) != len(names) or {"validation", "pooled"} & set(names):
