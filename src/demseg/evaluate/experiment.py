@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from demseg.data.dataset import SplitData, load_split
-from demseg.data.spec import load_spec
 from demseg.data.normalise import hillshade
+from demseg.data.spec import load_spec
 from demseg.data.tiles import Tile, eligible_tiles, training_subset
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
