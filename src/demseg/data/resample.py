@@ -45,16 +45,23 @@ def resample_scene(scene: Scene, pixel_size_m: float) -> Scene:
     # normalised convolution: heights averaged over valid neighbours only
     elevation = _warp(filled, source, target, Resampling.bilinear, 0.0) / np.maximum(valid_share, 1e-6)
     elevation = np.where(valid, elevation, np.nan).astype(np.float32)
-    dtm = None
-    if scene.dtm is not None:
-        dtm_valid = np.isfinite(scene.dtm)
-        share = _warp(dtm_valid.astype(np.float32), source, target, Resampling.bilinear, 0.0)
-        dtm = _warp(np.where(dtm_valid, scene.dtm, 0.0).astype(np.float32), source, target, Resampling.bilinear, 0.0)
-        dtm = np.where(share >= 0.5, dtm / np.maximum(share, 1e-6), np.nan).astype(np.float32)
-    targets = {}
-    for task, raster in scene.targets.items():
-        labels = _warp(raster, source, target, Resampling.nearest, IGNORE)
-        labels[~valid] = IGNORE
-        targets[task] = labels
+    dtm = None if scene.dtm is None else _warp_known(scene.dtm, source, target)
+    channels = {name: _warp_known(values, source, target) for name, values in scene.channels.items()}
+    targets, auxiliary = ({name: _warp_labels(raster, source, target, valid) for name, raster in group.items()}
+                          for group in (scene.targets, scene.auxiliary))
     dem = DemRaster(elevation, valid, target, scene.dem.path, scene.dem.vertical_units, scene.dem.source_nodata)
-    return dataclasses.replace(scene, dem=dem, dtm=dtm, targets=targets)
+    return dataclasses.replace(scene, dem=dem, dtm=dtm, targets=targets, channels=channels, auxiliary=auxiliary)
+
+
+def _warp_known(values: np.ndarray, source: GridSpec, target: GridSpec) -> np.ndarray:
+    """A float raster with NaN where unknown, averaged bilinearly over its known pixels only."""
+    known = np.isfinite(values)
+    share = _warp(known.astype(np.float32), source, target, Resampling.bilinear, 0.0)
+    warped = _warp(np.where(known, values, 0.0).astype(np.float32), source, target, Resampling.bilinear, 0.0)
+    return np.where(share >= 0.5, warped / np.maximum(share, 1e-6), np.nan).astype(np.float32)
+
+
+def _warp_labels(raster: np.ndarray, source: GridSpec, target: GridSpec, valid: np.ndarray) -> np.ndarray:
+    labels = _warp(raster, source, target, Resampling.nearest, IGNORE)
+    labels[~valid] = IGNORE
+    return labels

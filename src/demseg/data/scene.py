@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 
-from demseg.data.spec import DatasetSpec, SceneSpec
+from demseg.data.spec import AUXILIARY_CLASSES, DatasetSpec, SceneSpec
 from demseg.errors import DemsegError
 from demseg.io.raster import DemRaster, read_dem, read_label_raster
 from demseg.io.vector import label_geometries, rasterize_labels, read_vector
@@ -25,6 +25,8 @@ class Scene:
     dtm: np.ndarray | None = None  # float32, NaN where invalid
     targets: dict[str, np.ndarray] = field(default_factory=dict)
     split: str = "auto"
+    channels: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32, NaN where unknown
+    auxiliary: dict[str, np.ndarray] = field(default_factory=dict)  # class -> uint8 0/1/255 (e.g. vegetation)
     undeclared_codes: dict[int, int] = field(default_factory=dict)  # label code -> pixels, read as background
 
     @property
@@ -34,6 +36,10 @@ class Scene:
     @property
     def valid_mask(self) -> np.ndarray:
         return self.dem.valid_mask
+
+    def channel_window(self, window) -> dict[str, np.ndarray]:
+        """The scene channels cut to a window (name -> float32, NaN where unknown)."""
+        return {name: values[window] for name, values in self.channels.items()}
 
 
 def load_scene(spec: DatasetSpec, scene: SceneSpec, tasks: list[str] | None = None,
@@ -48,12 +54,20 @@ def load_scene(spec: DatasetSpec, scene: SceneSpec, tasks: list[str] | None = No
             raise DemsegError(f"DTM of scene '{scene.id}' is on a different grid or CRS than its DEM: "
                               f"{spec.path(scene.dtm)}")
         dtm = dtm_raster.elevation
-    targets, undeclared = _load_targets(spec, scene, dem, tasks, road_width_m)
+    channels = {}
+    for name, relative in scene.channels.items():
+        raster = read_dem(spec.path(relative), crs=scene.crs or dem.grid.crs,
+                          what=f"{name} channel of scene '{scene.id}'")
+        if not raster.grid.same_as(dem.grid):
+            raise DemsegError(f"{name} channel of scene '{scene.id}' is on a different grid or CRS than its DEM: "
+                              f"{spec.path(relative)}")
+        channels[name] = np.where(raster.valid_mask, raster.elevation, np.nan).astype(np.float32)
+    targets, undeclared, auxiliary = _load_targets(spec, scene, dem, tasks, road_width_m)
     if undeclared:
         codes = ", ".join(f"{code} ({count} px)" for code, count in undeclared.items())
         warnings.warn(f"label raster of scene '{scene.id}' holds codes the spec does not declare, read as "
                       f"background: {codes}", stacklevel=2)
-    return Scene(scene.id, dem, dtm, targets, scene.split, undeclared)
+    return Scene(scene.id, dem, dtm, targets, scene.split, channels, auxiliary, undeclared)
 
 
 def undeclared_codes(codes: np.ndarray, classes: dict[str, int], ignore: int | None,
@@ -65,21 +79,22 @@ def undeclared_codes(codes: np.ndarray, classes: dict[str, int], ignore: int | N
 
 
 def _load_targets(spec: DatasetSpec, scene: SceneSpec, dem: DemRaster, tasks: list[str] | None,
-                  road_width_m: float | None) -> tuple[dict[str, np.ndarray], dict[int, int]]:
+                  road_width_m: float | None) -> tuple[dict[str, np.ndarray], dict[int, int], dict[str, np.ndarray]]:
     labels = scene.labels
     if labels is None:
-        return {}, {}
+        return {}, {}, {}
     targets: dict[str, np.ndarray] = {}
+    auxiliary: dict[str, np.ndarray] = {}
     undeclared: dict[int, int] = {}
     if labels.raster:
         codes = read_label_raster(spec.path(labels.raster), dem.grid, what=f"label raster of scene '{scene.id}'")
         undeclared = undeclared_codes(codes, labels.classes, labels.ignore, dem.valid_mask)
         unknown = codes == labels.ignore if labels.ignore is not None else np.zeros(codes.shape, bool)
         for task, code in labels.classes.items():
-            if tasks is None or task in tasks:
+            if tasks is None or task in tasks or task in AUXILIARY_CLASSES:
                 target = (codes == code).astype(np.uint8)
                 target[unknown] = IGNORE
-                targets[task] = target
+                (auxiliary if task in AUXILIARY_CLASSES else targets)[task] = target
     for task, relative in labels.vector.items():
         if tasks is not None and task not in tasks:
             continue
@@ -95,9 +110,9 @@ def _load_targets(spec: DatasetSpec, scene: SceneSpec, dem: DemRaster, tasks: li
             targets[task] = np.where(burned == 1, np.uint8(1), targets[task])
         else:
             targets[task] = burned
-    for target in targets.values():
+    for target in (*targets.values(), *auxiliary.values()):
         target[~dem.valid_mask] = IGNORE
-    return targets, undeclared
+    return targets, undeclared, auxiliary
 
 
 def load_scenes(spec: DatasetSpec, tasks: list[str] | None = None, road_width_m: float | None = None,

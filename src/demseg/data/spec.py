@@ -7,6 +7,7 @@ Minimal form::
       - id: ams
         dem: ahn3_bag_amsterdam_bag3d/dsm.tif
         dtm: ahn3_bag_amsterdam_bag3d/dtm.tif          # optional
+        channels: {fml: fml.tif, returns: returns.tif}  # optional LiDAR channels
         labels:
           raster: ahn3_bag_amsterdam_bag3d/labels.tif  # class codes on the DEM grid
           classes: {buildings: 1, roads: 2}
@@ -34,7 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from demseg.errors import DemsegError
 
 TASKS = ("buildings", "roads")
+# classes a label raster may carry beside the tasks: learnt as auxiliary targets, never scored as a task
+AUXILIARY_CLASSES = ("vegetation",)
 DEFAULT_CLASSES = {"buildings": 1, "roads": 2}
+LABEL_CODES = {"buildings": 1, "roads": 2, "vegetation": 3}  # demseg's own label rasters (synth, rasterize)
+# per-pixel rasters a scene may carry beside its elevation, on the DEM grid (see demseg.data.normalise)
+SCENE_CHANNELS = ("returns", "fml", "vegshare", "intensity")
 
 
 class LabelSpec(BaseModel):
@@ -56,7 +62,15 @@ class LabelSpec(BaseModel):
     road_width_m: float | None = Field(None, gt=0, description="Width used to buffer road lines without a width.")
     width_attribute: str = Field("width", description="Attribute of road lines holding their width in metres.")
 
-    @field_validator("classes", "vector")
+    @field_validator("classes")
+    @classmethod
+    def _known_classes(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(TASKS) - set(AUXILIARY_CLASSES))
+        if unknown:
+            raise ValueError(f"unknown class name(s) {unknown}; known: {list(TASKS) + list(AUXILIARY_CLASSES)}")
+        return value
+
+    @field_validator("vector")
     @classmethod
     def _known_tasks(cls, value: dict) -> dict:
         unknown = sorted(set(value) - set(TASKS))
@@ -75,8 +89,22 @@ class SceneSpec(BaseModel):
     band: int | None = Field(None, ge=1, description="Band of a multi-band DEM file (1-based).")
     crs: str | None = Field(None, description="CRS for rasters that declare none, e.g. EPSG:2154.")
     nodata: float | None = Field(None, description="Extra nodata value when the file declares none.")
+    channels: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"Extra per-pixel rasters on the DEM grid, channel name -> path, e.g. the LiDAR channels "
+                    f"that `demseg rasterize` writes; names: {list(SCENE_CHANNELS)}. A recipe naming one "
+                    f"needs it in every scene.")
     labels: LabelSpec | None = None
     split: Literal["train", "val", "auto"] = Field("auto", description="Fixed split, or auto (spatial split).")
+
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(SCENE_CHANNELS))
+        if unknown:
+            raise ValueError(f"unknown channel name(s) {unknown}; known: {list(SCENE_CHANNELS)}")
+        return value
 
 
 class DatasetSpec(BaseModel):
@@ -129,6 +157,7 @@ def _scene_files(scene: SceneSpec) -> list[tuple[str, str]]:
     files = [("dem", scene.dem)]
     if scene.dtm:
         files.append(("dtm", scene.dtm))
+    files += [(f"{name} channel", path) for name, path in scene.channels.items()]
     if scene.labels is not None:
         if scene.labels.raster:
             files.append(("label raster", scene.labels.raster))
@@ -176,6 +205,10 @@ def _spec_from_folder(folder: Path) -> DatasetSpec:
         dtm = _find(scene_dir, ("dtm",), (".tif", ".tiff"))
         if dtm:
             entry["dtm"] = str(dtm.resolve())
+        channels = {name: _find(scene_dir, (name,), (".tif", ".tiff")) for name in SCENE_CHANNELS}
+        channels = {name: str(p.resolve()) for name, p in channels.items() if p is not None}
+        if channels:
+            entry["channels"] = channels
         labels: dict = {}
         raster = _find(scene_dir, ("labels",), (".tif", ".tiff"))
         if raster:

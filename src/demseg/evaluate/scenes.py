@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from demseg.data.dataset import load_split
-from demseg.data.normalise import normalise_tile
+from demseg.data.normalise import check_scene_channels, normalise_tile
 from demseg.data.scene import IGNORE, Scene
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
@@ -49,6 +49,7 @@ def scene_windows(spec: str | Path, task: str, config: TrainConfig, progress: bo
         height, width = scene.grid.shape
         if task not in scene.targets or height < size or width < size:
             continue
+        check_scene_channels(config.recipe, scene.channels, f"scene '{scene_id}' of {spec}")
         for row in window_offsets(height, size, stride):
             for col in window_offsets(width, size, stride):
                 window = (slice(row, row + size), slice(col, col + size))
@@ -57,7 +58,7 @@ def scene_windows(spec: str | Path, task: str, config: TrainConfig, progress: bo
                     continue
                 dtm = scene.dtm[window] if scene.dtm is not None else None
                 inputs.append(normalise_tile(scene.dem.elevation[window], valid, config.recipe,
-                                             scene.grid.pixel_size_m, dtm))
+                                             scene.grid.pixel_size_m, dtm, scene.channel_window(window)))
                 target = scene.targets[task][window].copy()
                 target[~valid] = IGNORE
                 targets.append(target)

@@ -52,7 +52,8 @@ def scene_inputs(inputs: Iterable[str | os.PathLike | DemInput], dtm_path: str |
         elif spec_file:
             spec = load_spec(item)
             sources += [DemInput(spec.path(s.dem), spec.path(s.dtm) if s.dtm else None, s.band, s.crs, s.nodata,
-                                 s.id) for s in spec.scenes]
+                                 s.id, tuple((name, spec.path(path)) for name, path in s.channels.items()))
+                        for s in spec.scenes]
         else:
             sources.append(DemInput(Path(item), Path(dtm_path) if dtm_path is not None else None, band, crs))
     if not sources:

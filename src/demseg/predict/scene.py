@@ -131,7 +131,8 @@ def scene_settings(loaded: LoadedRun, source: DemInput, config: PredictConfig) -
         return {"path": str(Path(path).resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
     return {"run": loaded.digest, "dem": stamp(source.dem), "dtm": stamp(source.dtm), "band": source.band,
-            "crs": source.crs, "nodata": source.nodata, **config.output_settings()}
+            "crs": source.crs, "nodata": source.nodata,
+            "channels": {name: stamp(path) for name, path in source.channels}, **config.output_settings()}
 
 
 def _write_outputs(loaded: LoadedRun, source: DemInput, grid, paths: dict[str, Path], config: PredictConfig,

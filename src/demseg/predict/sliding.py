@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from demseg.data.augment import NUM_VIEWS, dihedral, dihedral_inverse
-from demseg.data.normalise import normalise_tile
+from demseg.data.normalise import check_scene_channels, normalise_tile
 from demseg.data.scene import IGNORE
 from demseg.errors import DemsegError
 from demseg.io.folders import os_error_message
@@ -54,6 +54,7 @@ class DemInput:
     crs: str | None = None
     nodata: float | None = None
     stem: str | None = None
+    channels: tuple[tuple[str, Path], ...] = ()  # scene channels (name, raster) on the DEM's grid
 
     @property
     def name(self) -> str:
@@ -67,6 +68,9 @@ class DemInput:
             dtm_grid = open_grid(self.dtm, self.crs or grid.crs, "DTM")
             if not dtm_grid.same_as(grid):
                 raise DemsegError(f"DTM is on a different grid or CRS than its DEM: {self.dtm} vs {self.dem}")
+        for name, path in self.channels:
+            if not open_grid(path, self.crs or grid.crs, f"{name} channel").same_as(grid):
+                raise DemsegError(f"{name} channel is on a different grid or CRS than its DEM: {path} vs {self.dem}")
         return grid
 
     def read_rows(self, row_off: int, rows: int, grid: GridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -77,6 +81,15 @@ class DemInput:
         if self.dtm is not None:
             dtm = read_dem(self.dtm, crs=self.crs or grid.crs, window=window, what="DTM").elevation
         return dem.elevation, dem.valid_mask, dtm
+
+    def read_channels(self, row_off: int, rows: int, grid: GridSpec) -> dict[str, np.ndarray]:
+        """The scene channels of rows [row_off, row_off + rows), NaN where unknown."""
+        window = Window(0, row_off, grid.width, rows)
+        out = {}
+        for name, path in self.channels:
+            raster = read_dem(path, crs=self.crs or grid.crs, window=window, what=f"{name} channel")
+            out[name] = np.where(raster.valid_mask, raster.elevation, np.nan).astype(np.float32)
+        return out
 
 
 def as_input(source: DemInput | str | os.PathLike, dtm: str | os.PathLike | None = None) -> DemInput:
@@ -225,6 +238,7 @@ def predict_rasters(model: nn.Module, config: TrainConfig, source: DemInput, gri
     Rows are written as soon as no later window touches them; nodata pixels come out as 255.
     """
     timer = timer or StageTimer()
+    check_scene_channels(config.recipe, dict(source.channels), f"input {source.dem}")
     tile = config.tile_size_px
     stride = window_stride(tile, overlap)
     row_offsets = window_offsets(grid.height, tile, stride)
@@ -245,6 +259,8 @@ def predict_rasters(model: nn.Module, config: TrainConfig, source: DemInput, gri
                 rows = min(tile, grid.height - row_off)
                 with timer("read"):
                     elevation, valid, dtm = source.read_rows(row_off, rows, grid)
+                    extras = {name: _padded(values, tile, padded_width, np.float32(np.nan))
+                              for name, values in source.read_channels(row_off, rows, grid).items()}
                 elevation = _padded(elevation, tile, padded_width, np.float32(np.nan))
                 valid = _padded(valid, tile, padded_width, False)
                 dtm = _padded(dtm, tile, padded_width, np.float32(np.nan)) if dtm is not None else None
@@ -255,7 +271,8 @@ def predict_rasters(model: nn.Module, config: TrainConfig, source: DemInput, gri
                     with timer("normalise"):
                         inputs = np.stack([normalise_tile(
                             elevation[:, c:c + tile], valid[:, c:c + tile], config.recipe, pixel_size_m,
-                            dtm[:, c:c + tile] if dtm is not None else None) for c in cols])
+                            dtm[:, c:c + tile] if dtm is not None else None,
+                            {name: values[:, c:c + tile] for name, values in extras.items()}) for c in cols])
                     probabilities = window_probabilities(model, inputs, tta, amp, timer)
                     for c, probability in zip(cols, probabilities, strict=True):
                         strip.add(c, probability, weights)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from demseg.data.augment import coarsened
-from demseg.data.normalise import normalise_tile
+from demseg.data.normalise import check_scene_channels, normalise_tile
 from demseg.data.scene import IGNORE, Scene
 from demseg.data.tiles import Tile
 
@@ -41,6 +41,8 @@ def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, reci
     ``i``, ``n + i``, ``2n + i``... hold tile ``i`` at the original and each coarser resolution,
     with the same target.
     """
+    for scene_id in sorted({tile.scene_id for tile in tiles}):
+        check_scene_channels(recipe, scenes[scene_id].channels, f"scene '{scene_id}'")
     inputs, targets, ids = [], [], []
     for factor in (1, *coarsen):
         for tile in tiles:
@@ -48,11 +50,13 @@ def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, reci
             window = tile.window()
             elevation, valid = scene.dem.elevation[window], scene.valid_mask[window]
             dtm = scene.dtm[window] if scene.dtm is not None else None
+            extras = scene.channel_window(window)
             if factor > 1:
                 elevation, valid = coarsened(elevation, valid, factor)
                 if dtm is not None:
-                    dtm, known = coarsened(dtm, np.isfinite(dtm), factor)
-            inputs.append(normalise_tile(elevation, valid, recipe, scene.grid.pixel_size_m, dtm))
+                    dtm, _known = coarsened(dtm, np.isfinite(dtm), factor)
+                extras = {name: _coarse_known(values, factor) for name, values in extras.items()}
+            inputs.append(normalise_tile(elevation, valid, recipe, scene.grid.pixel_size_m, dtm, extras))
             if task in scene.targets:
                 target = scene.targets[task][window].copy()
             else:
@@ -61,6 +65,11 @@ def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, reci
             targets.append(target)
             ids.append(tile.id if factor == 1 else f"{tile.id}@{factor}x")
     return TileArrays(ids, np.stack(inputs), np.stack(targets))
+
+
+def _coarse_known(values: np.ndarray, factor: int) -> np.ndarray:
+    coarse, known = coarsened(values, np.isfinite(values), factor)
+    return np.where(known, coarse, np.nan)
 
 
 def augmented_rows(rows: Sequence[int], union_size: int, coarsen: Sequence[int]) -> list[int]:
