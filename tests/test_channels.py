@@ -205,3 +205,54 @@ def test_a_spec_with_a_bad_channel_is_one_line(tmp_path, capsys, text, pattern):
 def test_a_channel_on_another_grid_is_one_line(tmp_path, capsys):
     spec = _channel_scene(tmp_path, shift_fml=True)
     one_line_error(capsys, _train(spec, tmp_path / "run", "relief+fml"), "fml channel of scene 'a' is on a different grid")
+
+
+# ------------------------------------------------------------------------ vegetation as an auxiliary class
+
+
+def test_auxiliary_targets_mark_vegetation_and_unknown_background(tmp_path):
+    from demseg.data.tiles import make_tiles
+    from demseg.train.tiles import NOT_TARGET, tile_arrays
+
+    spec = load_spec(_channel_scene(tmp_path))
+    (scene,) = load_scenes(spec, ["buildings"])
+    tiles = make_tiles([scene], TILE, 0.5)
+    arrays = tile_arrays({"a": scene}, tiles, "buildings", "relief", auxiliary=["vegetation"])
+    codes = set(np.unique(arrays.targets).tolist())
+    assert {0, 1, 2} <= codes and NOT_TARGET not in codes  # every pixel of this scene says vegetation or not
+    plain = tile_arrays({"a": scene}, tiles, "buildings", "relief")
+    assert ((arrays.targets == 1) == (plain.targets == 1)).all()
+    assert ((arrays.targets == IGNORE) == (plain.targets == IGNORE)).all()
+    scene.auxiliary.clear()  # a scene without vegetation labels: background only says "not a building"
+    unknown = tile_arrays({"a": scene}, tiles, "buildings", "relief", auxiliary=["vegetation"])
+    assert set(np.unique(unknown.targets).tolist()) <= {1, NOT_TARGET, IGNORE}
+
+
+def test_partial_label_loss_asks_only_not_target_of_unknown_background():
+    import torch
+
+    from demseg.train.loop import segmentation_loss
+    from demseg.train.tiles import NOT_TARGET
+
+    weights = torch.ones(3)
+    target = torch.full((1, 1, 2), NOT_TARGET, dtype=torch.long)
+    vegetation_sure = torch.tensor([[[-9.0, -9.0]], [[-9.0, -9.0]], [[9.0, 9.0]]])[None]  # (1, 3, 1, 2)
+    building_sure = torch.tensor([[[-9.0, -9.0]], [[9.0, 9.0]], [[-9.0, -9.0]]])[None]
+    assert segmentation_loss(vegetation_sure, target, weights) < 1e-3  # vegetation is "not a building"
+    assert segmentation_loss(building_sure, target, weights) > 5.0
+    # known codes are plain cross entropy
+    known = torch.tensor([[[2, 0]]])
+    expected = torch.nn.functional.cross_entropy(vegetation_sure, known)
+    assert segmentation_loss(vegetation_sure, known, weights) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_run_with_a_vegetation_output_trains_and_predicts_building_masks(tmp_path, capsys):
+    import rasterio
+
+    spec = _channel_scene(tmp_path)
+    argv = _train(spec, tmp_path / "run", "relief+roughness") + ["--auxiliary", "vegetation"]
+    assert main([str(a) for a in argv]) == 0
+    assert main([str(a) for a in ["predict", tmp_path / "run", spec, "--out", tmp_path / "pred", "--quiet"]]) == 0
+    with rasterio.open(tmp_path / "pred" / "a_mask.tif") as src:
+        assert set(np.unique(src.read(1)).tolist()) <= {0, 1, 255}
+    one_line_error(capsys, _train(spec, tmp_path / "run2", "relief") + ["--auxiliary", "water"], "auxiliary")

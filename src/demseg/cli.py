@@ -26,7 +26,7 @@ name_list = list_of(str)
 TRAIN_FIELDS = ["iters", "val_tiles", "arch", "recipe", "head_width", "neck_width", "unet_width", "detail_width",
                 "finetune", "layer_decay", "lp_fraction", "init", "batch_size", "lr", "val_every", "tile_size_px",
                 "split_seed", "min_train_fraction", "cached", "backbone_dtype", "aux_head", "views", "coarsen",
-                "mix", "mix_tiles", "mix_share",
+                "mix", "mix_tiles", "mix_share", "auxiliary",
                 "min_valid_fraction"]
 FLAG_NAMES = {"cached": "--no-cache", "tasks": "--task"}
 
@@ -120,7 +120,8 @@ def _add_rasterize(commands) -> None:
     p = commands.add_parser("rasterize", help="classified LAS/LAZ/COPC point clouds to DSM, DTM, nDSM and labels",
                             description="Rasterise classified point clouds onto one grid: dsm.tif, dtm.tif, "
                                         "ndsm.tif, labels.tif (0 background, 1 buildings, 2 roads, 255 no data), "
-                                        "point_count.tif, dataset.yaml (a demseg spec) and manifest.json, written "
+                                        "point_count.tif, LiDAR channel rasters (see --channels), dataset.yaml (a "
+                                        "demseg spec) and manifest.json, written "
                                         "atomically. Points stream in chunks: memory does not grow with the "
                                         "number of points.")
     p.add_argument("points", nargs="+", help="LAS/LAZ/COPC files; one grid covers them all")
@@ -131,9 +132,19 @@ def _add_rasterize(commands) -> None:
     default = ",".join(f"{task}={code}" for task, code in classes.get_default(call_default_factory=True).items())
     p.add_argument("--classes", dest="classes", type=mapping_of, default=argparse.SUPPRESS, metavar="TASK=CODE,...",
                    help=f"{classes.description} (default {default})")
+    channels = RasterizeConfig.model_fields["channels"]
+    p.add_argument("--channels", dest="channels", type=_channel_names, default=argparse.SUPPRESS,
+                   metavar="NAME,...|none", help=f"{channels.description} (default "
+                   f"{','.join(channels.get_default(call_default_factory=True))})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_rasterize, configs=lambda a: {"rasterize": config_from_args(RasterizeConfig, a)})
+
+
+def _channel_names(text: str) -> list[str]:
+    """--channels: comma-separated channel names; "none" (or nothing) for no channel."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    return [] if names == ["none"] else names
 
 
 def _cmd_rasterize(args: argparse.Namespace) -> int:
@@ -142,8 +153,10 @@ def _cmd_rasterize(args: argparse.Namespace) -> int:
     manifest = rasterize(args.points, args.configs(args)["rasterize"], args.out, overwrite=args.overwrite,
                          progress=not args.quiet)
     grid, points = manifest["grid"], manifest["points"]
+    channels = ", ".join(manifest["channels"]["written"]) or "none"
     print(f"rasterised {points['used']:,} points onto {grid['width']} x {grid['height']} cells of "
-          f"{grid['pixel_size_m']:g} m ({manifest['crs']}) in {manifest['seconds']:.1f} s: {args.out}")
+          f"{grid['pixel_size_m']:g} m ({manifest['crs']}), channels {channels}, in {manifest['seconds']:.1f} s: "
+          f"{args.out}")
     return 0
 
 

@@ -72,13 +72,19 @@ def local_ground(elevation: np.ndarray, valid: np.ndarray, pixel_size_m: float,
     return ndimage.uniform_filter(opened, size=max(3, size // 4), mode="nearest")
 
 
-def _relief(elevation: np.ndarray, valid: np.ndarray, dtm: np.ndarray | None, pixel_size_m: float,
-            **_) -> np.ndarray:
+def height_above_ground(elevation: np.ndarray, valid: np.ndarray, dtm: np.ndarray | None,
+                        pixel_size_m: float) -> np.ndarray:
+    """Metres above the DTM where one is given and known, else above :func:`local_ground`."""
     if dtm is not None and np.isfinite(dtm[valid]).any():
         ground = np.where(np.isfinite(dtm), dtm, local_ground(elevation, valid, pixel_size_m))
     else:
         ground = local_ground(elevation, valid, pixel_size_m)
-    return (elevation - ground) / RELIEF_SCALE_M
+    return elevation - ground
+
+
+def _relief(elevation: np.ndarray, valid: np.ndarray, dtm: np.ndarray | None, pixel_size_m: float,
+            **_) -> np.ndarray:
+    return height_above_ground(elevation, valid, dtm, pixel_size_m) / RELIEF_SCALE_M
 
 
 def _gradients(elevation: np.ndarray, valid: np.ndarray, pixel_size_m: float) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from demseg.data.dataset import SplitData, load_split
-from demseg.data.normalise import hillshade
+from demseg.data.normalise import DEFAULT_RECIPE, hillshade
 from demseg.data.spec import load_spec
 from demseg.data.tiles import Tile, eligible_tiles, training_subset
 from demseg.errors import DemsegError
@@ -64,10 +64,14 @@ class Arm:
     init: str | None = None
     coarsen: tuple[int, ...] = ()
     mix: str | None = None
+    recipe: str = DEFAULT_RECIPE
+    auxiliary: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
         label = self.model if self.weights == "-" else f"{self.model}@{Path(self.weights).stem}"
+        if self.recipe != DEFAULT_RECIPE:
+            label += f"+{self.recipe}"
         if self.finetune != "none" and self.weights != "-":
             label += f"+ft-{self.finetune}"
         if self.init:
@@ -76,6 +80,8 @@ class Arm:
             label += "+coarsen-" + "-".join(map(str, self.coarsen))
         if self.mix:
             label += f"+mix-{Path(self.mix).parent.name if Path(self.mix).suffix else Path(self.mix).name}"
+        if self.auxiliary:
+            label += "+aux-" + "-".join(self.auxiliary)
         return label
 
 
@@ -86,8 +92,8 @@ def arms_of(config: ExperimentConfig) -> list[Arm]:
         weights = config.backbone_weights if uses_backbone(model) else ["-"]
         if config.base.init:
             weights = weights[:1]  # the backbone comes from the --init run
-        arms += [Arm(model, w, config.base.finetune, config.base.init, tuple(config.base.coarsen), config.base.mix)
-                 for w in weights]
+        arms += [Arm(model, w, config.base.finetune, config.base.init, tuple(config.base.coarsen), config.base.mix,
+                     config.base.recipe, tuple(config.base.auxiliary)) for w in weights]
     return arms
 
 
@@ -199,7 +205,7 @@ def _prepare_group(data: SplitData, base: TrainConfig, task: str, arm: Arm, subs
     run_base = base.model_copy(update={"task": task, "model": arm.model, "backbone_weights":
                                        arm.weights if arm.weights != "-" else base.backbone_weights})
     run_base = resolve_init(run_base)
-    union = tile_arrays(data.scenes, union_tiles, task, base.recipe, base.coarsen)
+    union = tile_arrays(data.scenes, union_tiles, task, base.recipe, base.coarsen, base.auxiliary)
     mixed = mix_arrays(run_base, data, progress)
     group = _Group(run_base, union.with_mix(mixed) if mixed is not None else union,
                    {t.id: i for i, t in enumerate(union_tiles)}, val_tiles,
@@ -309,11 +315,14 @@ def collect_results(out: Path) -> list[dict]:
 
 def pooled_scores(scores: list[dict]) -> dict:
     """Pixel IoU, precision, recall and F1 of several datasets' summed tp/fp/fn counts."""
-    tp, fp, fn = (sum(s.get(k, 0) for s in scores) for k in ("tp", "fp", "fn"))
+    tp, fp, fn, raised_fp, raised_negatives = (sum(s.get(k, 0) for s in scores)
+                                               for k in ("tp", "fp", "fn", "raised_fp", "raised_negatives"))
     pixels = sum(s.get("scored_pixels", 0) for s in scores)
     ratio = lambda a, b: float(a / b) if b else float("nan")  # noqa: E731 - a local shorthand
     return {"iou": ratio(tp, tp + fp + fn), "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
             "f1": ratio(2 * tp, 2 * tp + fp + fn), "tp": tp, "fp": fp, "fn": fn,
+            "raised_fp": raised_fp, "raised_negatives": raised_negatives,
+            "raised_fp_rate": ratio(raised_fp, raised_negatives),
             "val_tiles": sum(s.get("val_tiles", 0) for s in scores), "scored_pixels": pixels}
 
 

@@ -17,7 +17,7 @@ from demseg.io.atomic import atomic_path, write_text_atomic
 RESULT_COLUMNS = ["task", "model", "backbone_weights", "train_tiles", "seed", "iters", "best_iter", "iou", "f1",
                   "precision", "recall", "train_seconds", "scored_on"]
 EXTRA_COLUMNS = ["label", "finetune", "init", "boundary_iou", "object_f1", "completeness", "correctness", "val_tiles",
-                 "arch", "recipe", "tp", "fp", "fn"]
+                 "arch", "recipe", "tp", "fp", "fn", "raised_fp_rate", "raised_fp", "raised_negatives"]
 
 
 def write_results_csv(rows: list[dict], path: Path) -> Path:

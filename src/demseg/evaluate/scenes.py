@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from demseg.data.dataset import load_split
-from demseg.data.normalise import check_scene_channels, normalise_tile
+from demseg.data.normalise import check_scene_channels, height_above_ground, normalise_tile
 from demseg.data.scene import IGNORE, Scene
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
@@ -25,6 +25,7 @@ from demseg.train.features import FeatureCache
 from demseg.train.tiles import TileArrays
 
 SCORING_OVERLAP = 0.25
+RAISED_HEIGHT_M = 2.5  # above a car, below a one-storey roof
 
 
 @dataclass
@@ -79,13 +80,32 @@ def score_windows(probabilities: list[np.ndarray], windows: SceneWindows, task: 
         sums[scene_id][row:row + size, col:col + size] += probability * weights
         norms[scene_id][row:row + size, col:col + size] += weights
     scorer = SegmentationScorer(task, pixel_size_m)
-    pixels = 0
+    pixels, raised_fp, raised_negatives = 0, 0, 0
     for scene_id in sorted({w[0] for w in windows.windows}):
         covered = norms[scene_id] > 0
         prediction = (np.divide(sums[scene_id], norms[scene_id], where=covered,
                                 out=np.zeros_like(sums[scene_id])) > 0.5).astype(np.uint8)
-        target = windows.scenes[scene_id].targets[task].copy()
+        scene = windows.scenes[scene_id]
+        target = scene.targets[task].copy()
         target[~covered] = IGNORE
         scorer.add(prediction, target)
         pixels += int((target != IGNORE).sum())
-    return {**scorer.scores(), "val_tiles": len(windows.windows), "scored_pixels": pixels}
+        raised = (target == 0) & raised_mask(scene)
+        raised_fp += int((raised & (prediction == 1)).sum())
+        raised_negatives += int(raised.sum())
+    return {**scorer.scores(), "val_tiles": len(windows.windows), "scored_pixels": pixels,
+            "raised_fp": raised_fp, "raised_negatives": raised_negatives,
+            "raised_fp_rate": raised_fp / raised_negatives if raised_negatives else float("nan")}
+
+
+def raised_mask(scene: Scene, min_height_m: float = RAISED_HEIGHT_M) -> np.ndarray:
+    """Valid pixels more than ``min_height_m`` above ground (the DTM, else the morphological estimate).
+
+    Outside the target class these are trees, mostly: their false-positive rate is the
+    "trees marked as roofs" error, measured where no vegetation labels exist.
+    """
+    valid = scene.valid_mask
+    if not valid.any():
+        return valid.copy()
+    relief = height_above_ground(scene.dem.elevation, valid, scene.dtm, scene.grid.pixel_size_m)
+    return valid & (relief > min_height_m)

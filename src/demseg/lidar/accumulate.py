@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from demseg.io.raster import GridSpec
+from demseg.lidar.channels import ChannelAccumulator
 from demseg.lidar.grid import cell_index
 from demseg.lidar.sources import PointChunk
 
@@ -40,11 +41,12 @@ class CellAccumulator:
 
     ``count``: points per cell (water included); ``top_z``/``top_class``: height and ASPRS class of the
     highest non-water return; ``ground_sum``/``ground_count``: for the mean ground height;
-    ``votes[k]``: points of the k-th configured class code.
+    ``votes[k]``: points of the k-th configured class code; ``channels``: the LiDAR channels' own
+    accumulator, fed the same kept points on the grid (None when no channel is requested).
     """
 
     def __init__(self, grid: GridSpec, class_codes: list[int], ground_class: int, water_class: int,
-                 drop_classes: list[int], close_far_edges: bool):
+                 drop_classes: list[int], close_far_edges: bool, channels: list[str] | None = None):
         cells = grid.width * grid.height
         self.grid = grid
         self.class_codes = list(class_codes)
@@ -58,6 +60,7 @@ class CellAccumulator:
         self.ground_sum = np.zeros(cells, np.float64)
         self.ground_count = np.zeros(cells, np.uint32)
         self.votes = np.zeros((len(class_codes), cells), np.uint32)
+        self.channels = ChannelAccumulator(cells, channels, water_class) if channels else None
         self.tally = PointTally()
 
     def add(self, chunk: PointChunk) -> None:
@@ -68,7 +71,10 @@ class CellAccumulator:
         self.tally.dropped += int((~keep).sum())
         self.tally.off_grid += int((keep & ~inside).sum())
         use = keep & inside
-        cells, z, codes = cells[use], chunk.z[use].astype(np.float32), chunk.classification[use]
+        cells = cells[use]
+        if self.channels is not None:
+            self.channels.add(chunk, use, cells)
+        z, codes = chunk.z[use].astype(np.float32), chunk.classification[use]
         self.tally.per_class += np.bincount(codes, minlength=256)
         np.add.at(self.count, cells, np.ones(len(cells), np.uint32))
         self._add_surface(cells, z, codes)

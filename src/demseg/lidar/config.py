@@ -6,12 +6,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from demseg.data.spec import TASKS
+from demseg.data.spec import SCENE_CHANNELS, TASKS
 from demseg.errors import DemsegError
 
 
 class RasterizeConfig(BaseModel):
-    """Options of ``demseg rasterize``: grid, CRS, ASPRS class codes, streaming and gap filling."""
+    """Options of ``demseg rasterize``: grid, CRS, ASPRS class codes, LiDAR channels, streaming, gap filling."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,7 +37,15 @@ class RasterizeConfig(BaseModel):
     fill_radius_m: float = Field(
         2.0, ge=0, description="An empty cell takes the DSM height of the nearest cell with points "
                                "within this distance, else stays nodata; 0 disables filling. Should "
-                               "exceed the point spacing.")
+                               "exceed the point spacing. LiDAR channels fill their gaps the same way and "
+                               "are nodata where the DSM is.")
+    channels: list[str] = Field(
+        default_factory=lambda: list(SCENE_CHANNELS),
+        description="LiDAR channels written beside the DSM as NAME.tif (float32, nodata -9999): returns (mean "
+                    "number of returns of the cell's points), fml (mean first-return minus mean last-return "
+                    "height, m), vegshare (share of points in ASPRS vegetation classes 3-5), intensity (mean "
+                    "first-return intensity, raw units); none for no channel. Left at the default, a channel "
+                    "the data cannot make is skipped with a warning; named, it is an error.")
     chunk_points: int = Field(
         250_000, gt=0, description="Points read at a time; memory grows with this and with the grid, never "
                                    "with the file size.")
@@ -53,6 +61,19 @@ class RasterizeConfig(BaseModel):
         if len(set(value.values())) != len(value):
             raise ValueError(f"two tasks share one ASPRS class code: {value}")
         return value
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SCENE_CHANNELS))
+        if unknown:
+            raise ValueError(f"unknown channel(s) {unknown}; known: {list(SCENE_CHANNELS)}")
+        return list(dict.fromkeys(value))  # a repeated name once, in the order given
+
+    @property
+    def channels_named(self) -> bool:
+        """Whether the channels were given explicitly (then one the data cannot make is an error)."""
+        return "channels" in self.model_fields_set
 
     @field_validator("drop_classes")
     @classmethod

@@ -62,6 +62,11 @@ def _check_size(grid: GridSpec) -> None:
                           "size or rasterise far-apart files separately")
 
 
+def pixel_sides_m(grid: GridSpec) -> tuple[float, float]:
+    """(pixel height, pixel width) of ``grid`` in metres."""
+    return abs(grid.transform.e), abs(grid.transform.a)
+
+
 def cell_index(grid: GridSpec, x: np.ndarray, y: np.ndarray,
                close_far_edges: bool) -> tuple[np.ndarray, np.ndarray]:
     """Flat cell indices (row * width + col) of points and a mask of the points that fall on the grid.

@@ -3,16 +3,22 @@
 One grid covers all inputs (their header extents, origin snapped to a multiple of the pixel size),
 or the grid of an existing raster (``like``). Points stream through in chunks of
 ``chunk_points``, so memory grows with the grid, never with the point count: ~30 bytes a cell of
-accumulators and 60-100 bytes a cell at the peak (the DTM's triangulation is built block by block,
-so sparse data, where most ground cells border a gap, does not blow it up).
+accumulators (up to 44 more for the LiDAR channels) and 60-100 bytes a cell at the peak (the DTM's
+triangulation is built block by block, so sparse data, where most ground cells border a gap, does
+not blow it up).
 The rules for each raster are in :mod:`demseg.lidar.surfaces`; in short: DSM = highest non-water
 return per cell, empty cells filled from the nearest cell with points within ``fill_radius_m``;
 DTM = mean ground height per cell, linearly interpolated (Delaunay) under buildings and gaps;
 nDSM = DSM - DTM; labels = per-cell majority of the configured classes against "other".
+The LiDAR channels (``returns``, ``fml``, ``vegshare``, ``intensity``; rules in
+:mod:`demseg.lidar.channels`) are per-cell means filled and masked like the DSM; a channel the
+data cannot make (no return numbers, constant intensity, no vegetation class) is skipped with a
+warning, or refused before anything is written when the config names the channels explicitly.
 
 The output folder holds ``dsm.tif``, ``dtm.tif``, ``ndsm.tif`` (float32, nodata -9999),
 ``labels.tif`` (uint8: 0 background, 1 buildings, 2 roads, 255 no data), ``point_count.tif``
-(uint32), ``dataset.yaml`` (loads with :func:`demseg.data.spec.load_spec`) and ``manifest.json``.
+(uint32), one ``NAME.tif`` per channel made (float32, nodata -9999), ``dataset.yaml`` (loads with
+:func:`demseg.data.spec.load_spec`; the channels under the scene's ``channels:``) and ``manifest.json``.
 It is written into a hidden folder beside ``out_dir`` and renamed at the end: a failure leaves
 nothing half-written.
 """
@@ -40,6 +46,7 @@ from demseg.io.atomic import staging_folder
 from demseg.io.provenance import file_sha256
 from demseg.io.raster import GridSpec, write_geotiff
 from demseg.lidar.accumulate import CellAccumulator
+from demseg.lidar.channels import channel_raster, choose_channels
 from demseg.lidar.config import RasterizeConfig
 from demseg.lidar.grid import like_grid, union_grid
 from demseg.lidar.sources import PointFile, iter_points, read_header, resolve_crs
@@ -73,14 +80,15 @@ def rasterize(points: Sequence[str | os.PathLike], config: RasterizeConfig | Non
     crs, vertical_crs = resolve_crs(files, config.crs)
     grid = _output_grid(files, crs, config)
     acc = CellAccumulator(grid, list(config.classes.values()), config.ground_class, config.water_class,
-                          config.drop_classes, close_far_edges=config.like is None)
+                          config.drop_classes, close_far_edges=config.like is None, channels=config.channels)
     _stream(files, acc, config.chunk_points, progress)
     _check_tally(acc, config)
     check_ground(acc)  # before anything is written
+    channels, skipped = _choose_channels(acc, config)  # a named channel the data lacks: refused here too
     with _atomic_folder(out_dir, overwrite) as staging:
-        summary = _write_rasters(staging, acc, config)
-        tasks = _write_spec(staging / "dataset.yaml", out_dir, summary["labels_present"], config)
-        manifest = _manifest(files, config, grid, vertical_crs, acc, summary, tasks)
+        summary = _write_rasters(staging, acc, config, channels)
+        tasks = _write_spec(staging / "dataset.yaml", out_dir, summary["labels_present"], config, channels)
+        manifest = _manifest(files, config, grid, vertical_crs, acc, summary, tasks, skipped)
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return {**manifest, "out_dir": str(out_dir)}
@@ -127,8 +135,18 @@ def _check_tally(acc: CellAccumulator, config: RasterizeConfig) -> None:
                           stacklevel=3)
 
 
-def _write_rasters(folder: Path, acc: CellAccumulator, config: RasterizeConfig) -> dict:
-    """Compute and write each raster in turn (few full-grid arrays alive at once); returns cell counts."""
+def _choose_channels(acc: CellAccumulator, config: RasterizeConfig) -> tuple[list[str], dict[str, str]]:
+    """The channels to write, and those skipped with the reason (each warned about in one line)."""
+    if acc.channels is None:
+        return [], {}
+    channels, skipped = choose_channels(acc.channels, explicit=config.channels_named)
+    for channel, reason in skipped.items():
+        warnings.warn(f"channel {channel!r} is not written: {reason}", stacklevel=3)
+    return channels, skipped
+
+
+def _write_rasters(folder: Path, acc: CellAccumulator, config: RasterizeConfig, channels: list[str]) -> dict:
+    """Compute and write each raster in turn (few full-grid arrays alive at once); returns their cell counts."""
     def write(name: str, array: np.ndarray, nodata: float | None = NODATA) -> None:
         if array.dtype.kind == "f":
             array[np.isnan(array)] = NODATA
@@ -149,15 +167,28 @@ def _write_rasters(folder: Path, acc: CellAccumulator, config: RasterizeConfig) 
              "with_ground_points": int((acc.ground_count > 0).sum())}
     write("dtm", dtm)
     write("dsm", dsm)
-    return {"cells": cells, "labels_present": {int(c) for c in codes},
+    del dsm, dtm
+    channel_stats = {}
+    for channel in channels:
+        values, measured = channel_raster(acc.channels, channel, acc.grid, dsm_valid, config.fill_radius_m)
+        valid = np.isfinite(values)
+        channel_stats[channel] = {
+            "file": f"{channel}.tif", "valid_cells": int(valid.sum()), "measured_cells": measured,
+            "filled_cells": int(valid.sum()) - measured,
+            "mean": round(float(values[valid].mean()), 4) if valid.any() else None}
+        write(channel, values)
+    return {"cells": cells, "labels_present": {int(c) for c in codes}, "channels": channel_stats,
             "cells_per_label": {str(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}}
 
 
-def _write_spec(path: Path, out_dir: Path, present: set[int], config: RasterizeConfig) -> dict[str, int]:
+def _write_spec(path: Path, out_dir: Path, present: set[int], config: RasterizeConfig,
+                channels: list[str]) -> dict[str, int]:
     """Write a one-scene ``dataset.yaml``; returns the task -> label code of the classes the labels hold."""
     tasks = {task: DEFAULT_CLASSES[task] for task in config.classes if DEFAULT_CLASSES[task] in present}
     name = out_dir.resolve().name or "scene"
     scene: dict = {"id": name, "dem": "dsm.tif", "dtm": "dtm.tif"}
+    if channels:
+        scene["channels"] = {channel: f"{channel}.tif" for channel in channels}
     if tasks:
         scene["labels"] = {"raster": "labels.tif", "classes": tasks, "ignore": LABEL_NODATA}
     spec = {"name": name, "scenes": [scene],
@@ -167,13 +198,15 @@ def _write_spec(path: Path, out_dir: Path, present: set[int], config: RasterizeC
 
 
 def _manifest(files: list[PointFile], config: RasterizeConfig, grid: GridSpec, vertical_crs: str | None,
-              acc: CellAccumulator, summary: dict, tasks: dict[str, int]) -> dict:
+              acc: CellAccumulator, summary: dict, tasks: dict[str, int], skipped: dict[str, str]) -> dict:
+    traits = acc.channels.files if acc.channels is not None else {}
     return {
         "tool": "demseg rasterize", "demseg_version": __version__,
         "config": config.model_dump(mode="json"),
         "inputs": [{"path": str(f.path.resolve()), "sha256": file_sha256(f.path), "points": f.point_count,
                     "las_version": f.version, "point_format": f.point_format,
-                    "declared_crs": f.declared_crs.to_string() if f.declared_crs is not None else None}
+                    "declared_crs": f.declared_crs.to_string() if f.declared_crs is not None else None,
+                    **({"carries": traits[f.path].as_dict()} if f.path in traits else {})}
                    for f in files],
         "crs": grid.crs.to_string(), "vertical_crs": vertical_crs,
         "grid": {"width": grid.width, "height": grid.height, "pixel_size_m": grid.pixel_size_m,
@@ -183,7 +216,9 @@ def _manifest(files: list[PointFile], config: RasterizeConfig, grid: GridSpec, v
         "points": acc.tally.as_dict(),
         "cells": summary["cells"],
         "labels": {"classes": tasks, "ignore": LABEL_NODATA, "cells_per_code": summary["cells_per_label"]},
-        "outputs": [f"{name}.tif" for name in ("dsm", "dtm", "ndsm", "labels", "point_count")]
+        "channels": {"requested": config.channels, "named": config.channels_named,
+                     "written": summary["channels"], "skipped": skipped},
+        "outputs": [f"{name}.tif" for name in ("dsm", "dtm", "ndsm", "labels", "point_count", *summary["channels"])]
                    + ["dataset.yaml", MANIFEST],
     }
 

@@ -34,13 +34,22 @@ class PointFile:
 
 @dataclass(frozen=True)
 class PointChunk:
-    """Coordinates (float64), ASPRS class codes (uint8) and the withheld flag (bool) of some points."""
+    """Some points of the file at ``path``: coordinates, class, withheld flag, return numbering, intensity.
+
+    Coordinates are float64, ASPRS class codes uint8, the withheld flag bool; ``return_number`` and
+    ``number_of_returns`` (of the point's pulse) are uint8, 0 where the file leaves them unset;
+    ``intensity`` is uint16 in the sensor's units.
+    """
 
     x: np.ndarray
     y: np.ndarray
     z: np.ndarray
     classification: np.ndarray
     withheld: np.ndarray
+    return_number: np.ndarray
+    number_of_returns: np.ndarray
+    intensity: np.ndarray
+    path: Path
 
     def __len__(self) -> int:
         return len(self.x)
@@ -145,7 +154,10 @@ def iter_points(point_file: PointFile, chunk_points: int) -> Iterator[PointChunk
                 read += len(points)
                 yield PointChunk(np.asarray(points.x), np.asarray(points.y), np.asarray(points.z),
                                  np.asarray(points.classification, dtype=np.uint8),
-                                 np.asarray(points.withheld).astype(bool))
+                                 np.asarray(points.withheld).astype(bool),
+                                 np.asarray(points.return_number, dtype=np.uint8),
+                                 np.asarray(points.number_of_returns, dtype=np.uint8),
+                                 np.asarray(points.intensity, dtype=np.uint16), point_file.path)
     except READ_ERRORS as exc:
         raise DemsegError(f"point cloud is corrupt or truncated: {point_file.path} after {read} of "
                           f"{point_file.point_count} points ({_first_line(exc)})") from exc

@@ -24,10 +24,11 @@ from scipy import ndimage
 
 from demseg.errors import DemsegError
 from demseg.lidar.accumulate import CellAccumulator
+from demseg.lidar.fill import fill_from_nearest
+from demseg.lidar.grid import pixel_sides_m
 from demseg.lidar.tin import fill_gaps
 
 LABEL_NODATA = 255
-ROW_BLOCK = 256  # rows per block when measuring fill distances: bounded temporaries on any grid
 
 
 def surface_model(acc: CellAccumulator, fill_radius_m: float) -> np.ndarray:
@@ -35,24 +36,8 @@ def surface_model(acc: CellAccumulator, fill_radius_m: float) -> np.ndarray:
     has_points = acc.shaped(acc.count) > 0
     dsm = acc.shaped(acc.top_z).copy()
     dsm[~np.isfinite(dsm)] = np.nan  # cells holding only water points
-    if fill_radius_m <= 0 or not has_points.any() or has_points.all():
-        return dsm
-    nearest = ndimage.distance_transform_edt(~has_points, return_distances=False, return_indices=True)
-    side_y, side_x = _pixel_sides_m(acc)
-    cols = np.arange(dsm.shape[1])[None, :]
-    for top in range(0, dsm.shape[0], ROW_BLOCK):
-        block = slice(top, top + ROW_BLOCK)
-        rows = np.arange(top, min(top + ROW_BLOCK, dsm.shape[0]))[:, None]
-        near_rows, near_cols = nearest[0, block], nearest[1, block]
-        distance_sq = ((near_rows - rows) * side_y) ** 2 + ((near_cols - cols) * side_x) ** 2
-        fill = ~has_points[block] & (distance_sq <= fill_radius_m**2)
-        # sources hold points, so they are never themselves filled: in-place is safe
-        dsm[block][fill] = dsm[near_rows[fill], near_cols[fill]]
+    fill_from_nearest(dsm, has_points, pixel_sides_m(acc.grid), fill_radius_m)
     return dsm
-
-
-def _pixel_sides_m(acc: CellAccumulator) -> tuple[float, float]:
-    return abs(acc.grid.transform.e), abs(acc.grid.transform.a)
 
 
 def check_ground(acc: CellAccumulator) -> None:
@@ -71,7 +56,7 @@ def terrain_model(acc: CellAccumulator, dsm_valid: np.ndarray) -> np.ndarray:
     dtm[has_ground] = acc.shaped(acc.ground_sum)[has_ground] / ground_count[has_ground]
     missing = dsm_valid & ~has_ground
     if missing.any():
-        _interpolate_ground(dtm, has_ground, missing, _pixel_sides_m(acc))
+        _interpolate_ground(dtm, has_ground, missing, pixel_sides_m(acc.grid))
     dtm[~dsm_valid] = np.nan
     return dtm
 

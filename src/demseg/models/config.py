@@ -40,6 +40,10 @@ class ModelConfig(BaseModel):
     neck_width: int = Field(64, ge=0, description="Project tokens to this width before the pyramid "
                                                   "(0 keeps the ViT width); cuts the head's cost on a CPU.")
     aux_head: bool = Field(False, description="Add the auxiliary FCN head (loss weight 0.4) during training.")
+    auxiliary: list[Literal["vegetation"]] = Field(
+        [], description="Auxiliary classes learnt as extra outputs beside the target (e.g. vegetation, from "
+                        "labels that carry it, such as a synthetic world): trees become a class of their own "
+                        "instead of plain background. Tiles without the class's labels only say 'not the target'.")
     unet_width: int = Field(16, gt=0, description="UNet base width (doubles over 4 levels; the paper's UNet: 32).")
     detail_width: int = Field(16, gt=0, description="Width of mae-detail's full-resolution branch (doubles at "
                                                     "strides 2 and 4).")
@@ -59,6 +63,10 @@ class ModelConfig(BaseModel):
         if value in ("none", "all") or re.fullmatch(r"top-[1-9][0-9]*", value):
             return value
         raise ValueError(f"finetune must be none, all or top-K (e.g. top-4), got {value!r}")
+
+    def num_classes(self) -> int:
+        """Output classes: background, the target, then each auxiliary class."""
+        return 2 + len(self.auxiliary)
 
     def tuned_blocks(self, depth: int = 12) -> int:
         """How many of a ``depth``-block encoder's last blocks train (0: frozen)."""

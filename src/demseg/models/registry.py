@@ -22,7 +22,6 @@ from demseg.models.detail import DetailHead
 from demseg.models.unet import UNet
 from demseg.models.upernet import MaeUperNet, SegmentationHead
 
-NUM_CLASSES = 2  # target class vs everything else, per task
 WIDTHS = {"mae-upernet": ("head_width", "neck_width"), "mae-detail": ("head_width", "neck_width", "detail_width"),
           "unet": ("unet_width",)}  # what sizes each model's trainable part, for a message
 
@@ -63,7 +62,7 @@ def _encoder_for(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -
 def _mae_upernet(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Module:
     backbone = _encoder_for(config, backbone, seed)
     torch.manual_seed(seed)
-    head = SegmentationHead(backbone.embed_dim, NUM_CLASSES, config.head_width,
+    head = SegmentationHead(backbone.embed_dim, config.num_classes(), config.head_width,
                             neck_channels=config.neck_width or None, aux_head=config.aux_head)
     return MaeUperNet(backbone, head)
 
@@ -71,7 +70,7 @@ def _mae_upernet(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -
 def _mae_detail(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Module:
     backbone = _encoder_for(config, backbone, seed)
     torch.manual_seed(seed)
-    head = DetailHead(backbone.embed_dim, recipe_channels(config.recipe), NUM_CLASSES, config.head_width,
+    head = DetailHead(backbone.embed_dim, recipe_channels(config.recipe), config.num_classes(), config.head_width,
                       neck_channels=config.neck_width or None, detail_width=config.detail_width,
                       aux_head=config.aux_head)
     return MaeUperNet(backbone, head)
@@ -79,7 +78,7 @@ def _mae_detail(config: ModelConfig, backbone: MaeBackbone | None, seed: int) ->
 
 def _unet(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return UNet(recipe_channels(config.recipe), NUM_CLASSES, base_width=config.unet_width)
+    return UNet(recipe_channels(config.recipe), config.num_classes(), base_width=config.unet_width)
 
 
 MODELS: dict[str, Callable[[ModelConfig, MaeBackbone | None, int], nn.Module]] = {

@@ -29,7 +29,7 @@ from demseg.errors import DemsegError
 from demseg.models.registry import uses_backbone
 from demseg.train.config import TrainConfig
 from demseg.train.features import FeatureCache, encode_views
-from demseg.train.tiles import TileArrays
+from demseg.train.tiles import NOT_TARGET, TileArrays
 
 CACHE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -58,12 +58,16 @@ class Scorer(Protocol):
 ScorerFactory = Callable[[str, float], Scorer]
 
 
-def class_weights(targets: np.ndarray) -> torch.Tensor:
-    """Inverse-frequency weights for (background, target), mean 1, from labelled training pixels."""
-    counts = np.array([(targets == 0).sum(), (targets == 1).sum()], dtype=float)
+def class_weights(targets: np.ndarray, num_classes: int = 2) -> torch.Tensor:
+    """Inverse-frequency weights per class (background, target, auxiliary...), mean 1, from labelled pixels.
+
+    Background of unknown auxiliary class (:data:`NOT_TARGET`) counts as background.
+    """
+    counts = np.array([((targets == 0) | (targets == NOT_TARGET)).sum()]
+                      + [(targets == code).sum() for code in range(1, num_classes)], dtype=float)
     if counts[1] == 0:
         raise DemsegError("the training tiles hold no pixel of the target class")
-    weights = counts.sum() / (2.0 * np.maximum(counts, 1.0))
+    weights = counts.sum() / (num_classes * np.maximum(counts, 1.0))
     weights = np.clip(weights, 0.05, 20.0)
     return torch.tensor(weights / weights.mean(), dtype=torch.float32)
 
@@ -119,7 +123,27 @@ def segmentation_loss(logits, target: torch.Tensor, weights: torch.Tensor, aux_w
         logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
     if not (target != IGNORE).any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), target, weight=weights, ignore_index=IGNORE)
+    if logits.shape[1] == 2:
+        return F.cross_entropy(logits.float(), target, weight=weights, ignore_index=IGNORE)
+    return _partial_label_loss(logits.float(), target, weights)
+
+
+def _partial_label_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted cross entropy where NOT_TARGET pixels only say "any class but the target".
+
+    Their loss is -log of the summed probability of every other class (background and the
+    auxiliary classes), weighted as background; the mean is over the summed weights, as
+    ``F.cross_entropy`` with class weights takes it.
+    """
+    log_p = torch.log_softmax(logits, dim=1)
+    known = (target != IGNORE) & (target != NOT_TARGET)
+    not_target = target == NOT_TARGET
+    code = torch.where(known, target, torch.zeros_like(target)).long()
+    nll = -log_p.gather(1, code[:, None])[:, 0]
+    others = torch.cat([log_p[:, :1], log_p[:, 2:]], dim=1)
+    nll = torch.where(not_target, -torch.logsumexp(others, dim=1), nll)
+    pixel_weight = torch.where(known, weights[code], torch.where(not_target, weights[0], torch.zeros_like(nll)))
+    return (nll * pixel_weight).sum() / pixel_weight.sum().clamp_min(1e-12)
 
 
 def _autocast(enabled: bool):
@@ -153,7 +177,7 @@ def _decide(logits: torch.Tensor, probabilities: bool) -> list[np.ndarray]:
     """0/1 predictions (uint8), or the target class's probabilities (float32), of a batch of logits."""
     if probabilities:
         return list(torch.softmax(logits.float(), dim=1)[:, 1].numpy())
-    return list(logits.float().argmax(1).numpy().astype(np.uint8))
+    return list((logits.float().argmax(1) == 1).numpy().astype(np.uint8))  # auxiliary classes are background
 
 
 @torch.no_grad()
@@ -229,7 +253,7 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
         raise DemsegError(f"need training and validation tiles, got {len(train)} and {len(val)}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    weights = class_weights(train.targets)
+    weights = class_weights(train.targets, config.num_classes())
     cached = uses_backbone(config.model) and config.cached and model.backbone.cacheable
     started = time.perf_counter()
     if cached:

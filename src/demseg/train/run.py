@@ -39,7 +39,7 @@ def run_arrays(data: SplitData, config: TrainConfig) -> tuple[list[Tile], list[T
     if not val_tiles:
         raise DemsegError(f"the split left no validation tile labelled for {config.task}")
     return (train_tiles, val_tiles, tile_arrays(data.scenes, train_tiles, config.task, config.recipe,
-                                                config.coarsen),
+                                                config.coarsen, config.auxiliary),
             tile_arrays(data.scenes, val_tiles, config.task, config.recipe))
 
 
@@ -62,7 +62,7 @@ def mix_arrays(config: TrainConfig, spec_data: SplitData, progress: bool = False
     data = load_split(mix_spec, [config.task], config.split_config(), progress, pixel_size_m=config.pixel_size_m)
     tiles = training_subset(data.tiles, config.mix_tiles, config.split_seed, config.task,
                             config.min_labelled_fraction)
-    return tile_arrays(data.scenes, tiles, config.task, config.recipe, config.coarsen)
+    return tile_arrays(data.scenes, tiles, config.task, config.recipe, config.coarsen, config.auxiliary)
 
 
 def trainable_part(model: nn.Module, config: TrainConfig) -> nn.Module:
@@ -104,12 +104,12 @@ def is_finished_run(folder: Path) -> bool:
 
 
 INIT_MUST_MATCH = ("model", "task", "recipe", "arch", "head_width", "neck_width", "unet_width", "detail_width",
-                   "tile_size_px")
+                   "tile_size_px", "auxiliary")
 
 
 def _shapes_weights(name: str, model: str) -> bool:
     """True when setting ``name`` shapes the weights of ``model`` (a UNet has no head width, a UperNet no UNet)."""
-    if name in ("model", "task", "recipe", "tile_size_px"):
+    if name in ("model", "task", "recipe", "tile_size_px", "auxiliary"):
         return True
     if name == "unet_width":
         return not uses_backbone(model)

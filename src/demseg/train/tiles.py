@@ -12,6 +12,8 @@ from demseg.data.normalise import check_scene_channels, normalise_tile
 from demseg.data.scene import IGNORE, Scene
 from demseg.data.tiles import Tile
 
+NOT_TARGET = 254  # training target code: background of unknown auxiliary class ("anything but the target")
+
 
 @dataclass
 class TileArrays:
@@ -33,8 +35,12 @@ class TileArrays:
 
 
 def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, recipe: str,
-                coarsen: Sequence[int] = ()) -> TileArrays:
+                coarsen: Sequence[int] = (), auxiliary: Sequence[str] = ()) -> TileArrays:
     """Normalise every tile with ``recipe`` and cut its target for ``task`` (nodata -> ignore).
+
+    With ``auxiliary`` classes (training only) the target codes become 0 background, 1 target,
+    2, 3... each auxiliary class where the scene labels it, and :data:`NOT_TARGET` where a
+    background pixel's auxiliary class is unknown (the scene does not label it).
 
     With ``coarsen`` (resolution augmentation, training only) every tile is followed, block by block,
     by its versions at each factor x the pixel size (:func:`demseg.data.augment.coarsened`): rows
@@ -61,10 +67,25 @@ def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, reci
                 target = scene.targets[task][window].copy()
             else:
                 target = np.full(elevation.shape, IGNORE, np.uint8)
+            if auxiliary:
+                target = _with_auxiliary(target, scene, window, auxiliary)
             target[~valid] = IGNORE
             targets.append(target)
             ids.append(tile.id if factor == 1 else f"{tile.id}@{factor}x")
     return TileArrays(ids, np.stack(inputs), np.stack(targets))
+
+
+def _with_auxiliary(target: np.ndarray, scene: Scene, window, auxiliary: Sequence[str]) -> np.ndarray:
+    background = target == 0
+    known = background.copy() if all(name in scene.auxiliary for name in auxiliary) else np.zeros_like(background)
+    out = target.copy()
+    for code, name in enumerate(auxiliary, start=2):
+        if name in scene.auxiliary:
+            labels = scene.auxiliary[name][window]
+            out[background & (labels == 1)] = code
+            known &= labels != IGNORE
+    out[background & ~known & (out == 0)] = NOT_TARGET
+    return out
 
 
 def _coarse_known(values: np.ndarray, factor: int) -> np.ndarray:
