@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from affine import Affine
 from test_train import tiny_config
 
 from demseg.data.synth import generate_world
@@ -145,6 +146,8 @@ def test_score_on_other_datasets_adds_a_row_per_dataset_and_a_pooled_row(world, 
     assert all(r["scored_pixels"] > 2 * (320 * 320) * 0.5 for r in elsewhere)
     pooled = [r for r in rows if r["scored_on"] == "pooled"]
     assert all(p["tp"] == sum(r["tp"] for r in elsewhere if r["label"] == p["label"]) for p in pooled)
+    assert all(p["raised_fp"] == sum(r["raised_fp"] for r in elsewhere if r["label"] == p["label"]) for p in pooled)
+    assert all(r["raised_negatives"] > 0 and 0 <= r["raised_fp_rate"] <= 1 for r in elsewhere)
     summary = (tmp_path / "exp" / "summary.md").read_text()
     assert "## Scored on pooled" in summary and "minus unet" in summary
     header = (tmp_path / "exp" / "results.csv").read_text().splitlines()[0]
@@ -225,3 +228,28 @@ def test_experiment_runs_mix_in_the_same_second_dataset_tiles(world, tmp_path):
     rows = run_experiment(world, config, tmp_path / "exp", progress=False)
     assert {r["label"] for r in rows} == {"unet+coarsen-2+mix-synthetic", "mae-detail@random+coarsen-2+mix-synthetic"}
     assert all(r["mix"] == str(other) for r in rows)
+
+
+def test_raised_false_positives_count_non_target_pixels_above_ground_marked_as_target():
+    from demseg.data.scene import Scene
+    from demseg.evaluate.scenes import SceneWindows, score_windows
+    from demseg.io.raster import DemRaster, GridSpec
+    from demseg.train.tiles import TileArrays
+
+    size = 32
+    elevation = np.zeros((size, size), np.float32)  # 0 m ground is real ground
+    elevation[4:12, 4:12] = 10.0  # a building (labelled)
+    elevation[20:28, 20:28] = 8.0  # a tree: raised, not labelled
+    target = np.zeros((size, size), np.uint8)
+    target[4:12, 4:12] = 1
+    valid = np.ones((size, size), bool)
+    grid = GridSpec("EPSG:32631", Affine(1.0, 0, 500000.0, 0, -1.0, 5700000.0), size, size)
+    dem = DemRaster(elevation, valid, grid, None, "m", None)
+    scene = Scene("s", dem, np.zeros((size, size), np.float32), {"buildings": target})
+    windows = SceneWindows("w", {"s": scene}, [("s", 0, 0)],
+                           TileArrays(["s"], np.zeros((1, 1, size, size), np.float32), target[None]), size)
+    marks_everything_raised = (elevation > 2.5).astype(np.float32)
+    scores = score_windows([marks_everything_raised], windows, "buildings", 1.0)
+    assert scores["raised_negatives"] == 64 and scores["raised_fp"] == 64 and scores["raised_fp_rate"] == 1.0
+    only_building = target.astype(np.float32)
+    assert score_windows([only_building], windows, "buildings", 1.0)["raised_fp_rate"] == 0.0
