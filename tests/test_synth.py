@@ -1,5 +1,6 @@
 """The synthetic world: determinism, district styles, georeferencing, label/vector agreement, physical
-plausibility and a world on disk that is all there or not at all."""
+plausibility, trees as LiDAR sees them, water without returns or interpolated across, and a world on disk
+that is all there or not at all."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import shapely
 import yaml
 from rasterio import features
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from demseg.data import synth
+from demseg.data.spec import load_spec
 from demseg.data.synth import (
     DISTRICTS,
     STYLES,
@@ -77,6 +80,20 @@ def style_scenes():
     return scenes_of
 
 
+def roughness_m(dsm: np.ndarray) -> np.ndarray:
+    """Absolute discrete Laplacian: 0 on any plane, large on a rough surface."""
+    return np.abs(ndimage.laplace(np.nan_to_num(dsm)))
+
+
+def local_extrema(dsm: np.ndarray) -> np.ndarray:
+    """Pixels above or below all four neighbours by more than the centimetre rounding."""
+    elevation = np.nan_to_num(dsm)
+    cross = ndimage.generate_binary_structure(2, 1)
+    cross[1, 1] = False
+    return ((elevation > ndimage.maximum_filter(elevation, footprint=cross) + 0.015)
+            | (elevation < ndimage.minimum_filter(elevation, footprint=cross) - 0.015))
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
@@ -92,7 +109,8 @@ def burnt(geometries, scene: synth.SynthScene) -> np.ndarray:
 @pytest.mark.parametrize("style", STYLES)
 def test_same_seed_and_style_give_identical_arrays_and_another_seed_does_not(style):
     first, again, other = (generate_scene(seed, 128, 0.5, style) for seed in (3, 3, 4))
-    for name in ("dsm", "dtm", "labels", "vegetation_mask", "car_mask"):
+    for name in ("dsm", "dtm", "labels", "vegetation_mask", "car_mask", "tree_xy_m", "tree_heights_m",
+                 "water_interpolated"):
         assert getattr(first, name).tobytes() == getattr(again, name).tobytes()
     assert [b.wkb for b in first.buildings] == [b.wkb for b in again.buildings]
     assert first.districts == again.districts and first.style == style
@@ -106,9 +124,11 @@ def test_same_seed_and_style_give_identical_arrays_and_another_seed_does_not(sty
 ])
 def test_suburban_style_reproduces_generator_version_1(seed, size_px, pixel_size_m, label_counts,
                                                        buildings, mean_dsm_m):
-    # numbers of these scenes as generator version 1 made them
+    # numbers of these scenes as generator version 1 made them; version 1 labelled vegetation as background
     scene = generate_scene(seed, size_px, pixel_size_m, style="suburban")
-    assert np.bincount(scene.labels.ravel(), minlength=256)[[0, 1, 2, 255]].tolist() == label_counts
+    version_1_labels = np.where(scene.labels == synth.VEGETATION, 0, scene.labels)
+    assert np.bincount(version_1_labels.ravel(), minlength=256)[[0, 1, 2, 255]].tolist() == label_counts
+    assert (scene.labels == synth.VEGETATION).sum() > 0.05 * scene.labels.size
     assert len(scene.buildings) == buildings
     assert round(float(np.nanmean(scene.dsm)), 3) == mean_dsm_m
     assert scene.districts == ("suburban",) and set(scene.building_districts) <= {"suburban"}
@@ -207,9 +227,9 @@ def test_buildings_stand_3_to_60_m_above_the_bare_earth(style_scenes, style):
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_trees_grow_over_open_ground(style_scenes, style):
+def test_trees_grow_over_open_ground_labelled_vegetation(style_scenes, style):
     scene = style_scenes(style)[0]
-    trees = scene.vegetation_mask & (scene.labels == 0)
+    trees = scene.vegetation_mask & (scene.labels == synth.VEGETATION)
     assert trees.sum() > 50
     assert np.median((scene.dsm - scene.dtm)[trees]) > 2.0
 
@@ -218,6 +238,96 @@ def test_tall_trees_reach_over_roofs_in_canopy_districts(style_scenes):
     scene = style_scenes("canopy")[0]
     over_roofs = scene.vegetation_mask & (scene.labels == synth.BUILDING)
     assert over_roofs.sum() > 0.02 * (scene.labels == synth.BUILDING).sum()
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_vegetation_labels_lie_on_raised_surfaces_rougher_than_roofs(style_scenes, style):
+    crowns_m, roofs_m = [], []
+    for scene in style_scenes(style):
+        vegetation = scene.labels == synth.VEGETATION
+        above_m = (scene.dsm - scene.dtm)[vegetation]
+        assert above_m.size > 100 and np.mean(above_m > synth.HIGH_VEGETATION_M) > 0.95
+        away_from_nodata = ndimage.binary_erosion(np.isfinite(scene.dsm), iterations=2)
+        roofs = ndimage.binary_erosion(scene.labels == synth.BUILDING, iterations=2) & ~scene.vegetation_mask
+        crowns_m.append(roughness_m(scene.dsm)[ndimage.binary_erosion(vegetation) & away_from_nodata])
+        roofs_m.append(roughness_m(scene.dsm)[roofs & away_from_nodata])
+    assert np.mean(np.concatenate(crowns_m)) > 2 * np.mean(np.concatenate(roofs_m))
+
+
+def test_trees_are_3_to_30_m_tall_and_of_varied_heights(style_scenes):
+    heights_m = np.concatenate([scene.tree_heights_m for scene in style_scenes("mixed")])
+    assert heights_m.size > 200 and heights_m.min() >= 3.0 and heights_m.max() <= 30.0
+    assert np.percentile(heights_m, 90) - np.percentile(heights_m, 10) > 8.0
+
+
+def test_street_and_waterside_trees_stand_in_rows_along_roads_and_banks_with_touching_crowns(style_scenes):
+    counts, touching, labelled = {"street": 0, "waterside": 0}, [], []
+    for scene in style_scenes("mixed") + style_scenes("perimeter"):
+        trunks = shapely.points(scene.tree_xy_m)
+        street = scene.tree_kinds == "street"
+        # from the nearest road's edge: off the carriageway (to the pixel), on the sidewalk
+        to_edge_m = np.min([shapely.distance(trunks[street], line) - width_m / 2 for line, width_m
+                            in zip(scene.road_centrelines, scene.road_widths_m, strict=True)], axis=0)
+        assert np.all((to_edge_m > -scene.pixel_size_m) & (to_edge_m < 4.5))
+        waterside = scene.tree_kinds == "waterside"
+        assert np.all(shapely.distance(trunks[waterside], shapely.union_all(scene.water)) < 2.5)
+        for kind, row in (("street", street), ("waterside", waterside)):
+            counts[kind] += int(row.sum())
+            if row.sum() >= 2:
+                distance_m, nearest = cKDTree(scene.tree_xy_m[row]).query(scene.tree_xy_m[row], k=2)
+                radii_m = scene.tree_crown_radii_m[row]
+                touching.append(distance_m[:, 1] < radii_m + radii_m[nearest[:, 1]])
+        rows, cols = rasterio.transform.rowcol(scene.local_transform, *scene.tree_xy_m[street].T)
+        on_trunks = scene.labels[rows, cols]
+        labelled.append(on_trunks[np.isin(on_trunks, [0, synth.VEGETATION])])
+    assert counts["street"] >= 100 and counts["waterside"] >= 10
+    assert np.mean(np.concatenate(touching)) > 0.6
+    # where no roof, road or nodata claims it, the top of a street tree is vegetation
+    assert np.mean(np.concatenate(labelled) == synth.VEGETATION) > 0.9
+
+
+def test_vegetation_never_overwrites_nodata(style_scenes):
+    nodata_under_crowns = 0
+    for style in STYLES:
+        for scene in style_scenes(style):
+            nodata = np.isnan(scene.dsm)
+            assert np.array_equal(scene.labels == synth.LABEL_NODATA, nodata)
+            assert np.array_equal(np.isnan(scene.dtm), nodata)
+            assert not (scene.vegetation_mask & nodata).any()
+            crowns = shapely.buffer(shapely.points(scene.tree_xy_m), scene.tree_crown_radii_m)
+            nodata_under_crowns += int((burnt(crowns, scene) & nodata).sum())
+    assert nodata_under_crowns > 100, "no dropout or water under any crown: the check above checked nothing"
+
+
+def test_water_is_left_without_returns_or_interpolated_across_from_its_banks():
+    seen = {"nodata": 0, "interpolated": 0}
+    for index in range(20):
+        scene = generate_scene(scene_seed(SEED, index), 192, 1.0, "perimeter")
+        surveyed = np.isfinite(scene.dsm)
+        for body, interpolated in zip(scene.water, scene.water_interpolated, strict=True):
+            water = burnt([body], scene)
+            open_water = water & ~scene.vegetation_mask  # crowns over the water return the laser
+            if ndimage.binary_erosion(open_water, iterations=2).sum() < 30:
+                continue
+            if not interpolated:
+                assert np.all(scene.labels[open_water] == synth.LABEL_NODATA)
+                seen["nodata"] += 1
+                continue
+            # away from the banks and dropouts
+            inner = ndimage.binary_erosion(open_water & surveyed, iterations=2)
+            assert np.all(scene.labels[open_water & surveyed] == 0)
+            assert np.isfinite(scene.dtm[water & surveyed]).all()
+            # a TIN spans the water between bank points: within the range of the banks, and planar facets
+            # with hardly a bump or pit of their own, where ground has the survey's noise
+            banks = ndimage.binary_dilation(open_water) & ~open_water & surveyed
+            assert scene.dsm[banks].min() <= scene.dsm[inner].min() <= scene.dsm[inner].max() \
+                <= scene.dsm[banks].max()
+            ground = ndimage.binary_erosion((scene.labels == 0) & ~water & surveyed, iterations=3)
+            assert local_extrema(scene.dsm)[inner].mean() < 0.5 * local_extrema(scene.dsm)[ground].mean()
+            seen["interpolated"] += 1
+        if min(seen.values()) > 0:
+            break
+    assert min(seen.values()) > 0, seen
 
 
 def test_road_surface_is_bare_earth_except_under_canopy_and_cars(scene):
@@ -253,7 +363,7 @@ def test_world_writes_every_file_of_every_scene_and_its_style(world):
     out, spec_path = world
     assert spec_path == out / "dataset.yaml"
     names = ["dem.tif", "dtm.tif", "labels.tif", "buildings.gpkg", "roads.gpkg", "road_centrelines.gpkg",
-             "preview.png"]
+             "vegetation.gpkg", "preview.png"]
     for index in range(SCENES):
         for name in names:
             assert (out / f"s{index:03d}" / name).is_file(), f"s{index:03d}/{name}"
@@ -290,12 +400,12 @@ def test_scenes_sit_at_distinct_non_overlapping_map_positions(world):
             assert right <= other[0] or other[2] <= left or top <= other[1] or other[3] <= bottom
 
 
-def test_labels_hold_buildings_roads_background_and_nodata_where_the_dem_has_none(world):
+def test_labels_hold_buildings_roads_vegetation_background_and_nodata_where_the_dem_has_none(world):
     out, _ = world
     for index in range(SCENES):
         dem = read_dem(out / f"s{index:03d}" / "dem.tif")
         labels = read_label_raster(out / f"s{index:03d}" / "labels.tif", dem.grid)
-        assert set(np.unique(labels).tolist()) == {0, 1, 2, 255}
+        assert set(np.unique(labels).tolist()) == {0, 1, 2, 3, 255}
         assert np.array_equal(labels == 255, ~dem.valid_mask)
         assert 0.02 < (labels == 1).mean() < 0.7 and 0.03 < (labels == 2).mean() < 0.5
 
@@ -341,11 +451,32 @@ def test_dataset_yaml_lists_every_scene_with_at_least_one_for_validation(world):
         scene_id = entry["id"]
         assert entry["dem"] == f"{scene_id}/dem.tif" and entry["dtm"] == f"{scene_id}/dtm.tif"
         assert entry["labels"] == {"raster": f"{scene_id}/labels.tif",
-                                   "classes": {"buildings": 1, "roads": 2},
+                                   "classes": {"buildings": 1, "roads": 2, "vegetation": 3},
                                    "ignore": 255}
         assert (spec_path.parent / entry["dem"]).is_file()
     splits = [entry["split"] for entry in spec["scenes"]]
     assert set(splits) == {"train", "val"} and splits.count("val") == 1
+
+
+def test_dataset_yaml_declares_the_vegetation_class_and_loads_as_a_spec(world):
+    spec = load_spec(world[1])
+    assert len(spec.scenes) == SCENES
+    for entry in spec.scenes:
+        assert entry.labels.classes == {"buildings": 1, "roads": 2, "vegetation": 3}
+        assert entry.labels.ignore == 255
+
+
+def test_trees_are_written_as_points_with_height_crown_and_kind(world, scene):
+    out, _ = world
+    layer = read_vector(out / "s000" / "vegetation.gpkg")
+    grid = scene_grid(0, SIZE_PX, PIXEL_SIZE_M)
+    left_m, bottom_m = grid.transform.c, grid.transform.f - SIZE_PX * PIXEL_SIZE_M
+    assert len(layer) == len(scene.tree_heights_m) > 0
+    np.testing.assert_allclose(shapely.get_coordinates(layer.geometries) - [left_m, bottom_m],
+                               scene.tree_xy_m, atol=1e-6)
+    np.testing.assert_allclose(layer.attributes["height_m"], scene.tree_heights_m, atol=0.006)
+    assert set(layer.attributes["kind"]) <= {"street", "waterside", "park", "garden", "tall"}
+    assert np.all(layer.attributes["crown_radius_m"] > 0)
 
 
 def test_preview_is_a_small_png(world):
@@ -367,7 +498,7 @@ def test_zero_metre_ground_is_valid_elevation(tmp_path):
 
 def full_disk_after(calls: int, monkeypatch) -> None:
     """Make the GeoTIFF writer fail with ENOSPC from its ``calls``-th call on."""
-    write_geotiff, made = synth.write_geotiff, []
+    write_geotiff, made = synth.world.write_geotiff, []
 
     def writer(path, *args, **kwargs):
         made.append(path)
@@ -375,7 +506,7 @@ def full_disk_after(calls: int, monkeypatch) -> None:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return write_geotiff(path, *args, **kwargs)
 
-    monkeypatch.setattr(synth, "write_geotiff", writer)
+    monkeypatch.setattr(synth.world, "write_geotiff", writer)
 
 
 def test_a_full_disk_leaves_no_partial_world_and_one_clear_error(tmp_path, monkeypatch):

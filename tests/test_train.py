@@ -74,7 +74,7 @@ def test_cached_and_uncached_training_see_the_same_features_and_losses(world):
 def test_flipping_cached_tokens_is_not_the_same_as_encoding_the_flipped_tile(world):
     _, config, train, _ = prepared(world, tiny_config())
     model = build(config)
-    x = torch.from_numpy(train.inputs[:1])
+    x = torch.from_numpy(train.inputs[:4])
     encoded_flip = model.backbone(torch.flip(x, dims=(-1,)))[3]
     flipped_tokens = torch.flip(model.backbone(x)[3], dims=(-1,))
     cosine = torch.nn.functional.cosine_similarity(encoded_flip, flipped_tokens, dim=1).mean()
@@ -128,7 +128,7 @@ def test_bad_training_inputs_give_one_line_and_exit_2(world, tmp_path, capsys, a
     argv = list(argv)
     if "--spec-without-roads" in argv:
         argv.remove("--spec-without-roads")
-        text = world.read_text().replace("classes: {buildings: 1, roads: 2}", "classes: {buildings: 1}")
+        text = world.read_text().replace("roads: 2, ", "")
         spec = str(tmp_path / "no_roads.yaml")
         (tmp_path / "no_roads.yaml").write_text(text.replace(": s0", f": {world.parent}/s0"))
     if "CORRUPT" in argv:

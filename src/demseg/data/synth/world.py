@@ -1,0 +1,215 @@
+"""A world of georeferenced scenes on disk: rasters, vectors, previews, world.json and dataset.yaml,
+written all at once or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from tqdm import tqdm
+
+from demseg.data.spec import LABEL_CODES
+from demseg.data.synth.districts import DEFAULT_STYLE
+from demseg.data.synth.preview import write_preview
+from demseg.data.synth.scene import (
+    LABEL_NODATA,
+    SynthScene,
+    check_seed,
+    check_size,
+    check_style,
+    generate_scene,
+    scene_seed,
+)
+from demseg.errors import DemsegError
+from demseg.io import GridSpec, VectorLayer, write_geotiff, write_gpkg, write_text_atomic
+from demseg.io.atomic import staging_folder
+
+GENERATOR_VERSION = 3  # 3: rough trees in rows, parks and gardens, a vegetation class, interpolated water
+WORLD_CRS = "EPSG:32631"
+WORLD_ORIGIN_M = (500_000.0, 5_400_000.0)  # south-west corner of scene 0, UTM 31N
+SCENE_GAP_M = 100.0
+SCENES_PER_ROW = 10
+ELEVATION_NODATA = -9999.0
+
+
+def scene_grid(index: int, size_px: int, pixel_size_m: float) -> GridSpec:
+    """The map grid of scene ``index``: scenes sit on rows of ten, SCENE_GAP_M apart, never overlapping."""
+    step_m = size_px * pixel_size_m + SCENE_GAP_M
+    left_m = WORLD_ORIGIN_M[0] + (index % SCENES_PER_ROW) * step_m
+    top_m = WORLD_ORIGIN_M[1] + (index // SCENES_PER_ROW) * step_m + size_px * pixel_size_m
+    return GridSpec(CRS.from_string(WORLD_CRS), Affine(pixel_size_m, 0.0, left_m, 0.0, -pixel_size_m, top_m),
+                    size_px, size_px)
+
+
+def _check_world(scenes, val_fraction) -> None:
+    if isinstance(scenes, bool) or not isinstance(scenes, (int, np.integer)) or scenes < 1:
+        raise DemsegError(f"scenes must be a positive integer, got {scenes!r}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.number)) \
+            or not 0.0 <= val_fraction < 1.0:
+        raise DemsegError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
+
+
+def _val_indices(seed: int, scenes: int, val_fraction: float) -> set[int]:
+    """About val_fraction of the scenes, at least one when there are two or more, chosen by the seed."""
+    if scenes < 2 or val_fraction == 0:
+        return set()
+    count = int(np.clip(round(val_fraction * scenes), 1, scenes - 1))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 2**32 - 1]))  # a stream no scene index uses
+    return {int(index) for index in rng.choice(scenes, size=count, replace=False)}
+
+
+def generate_world(out_dir: str | os.PathLike, scenes: int = 20, size_px: int = 896,
+                   pixel_size_m: float = 0.5,
+                   seed: int = 0, val_fraction: float = 0.2, progress: bool = True,
+                   style: str = DEFAULT_STYLE) -> Path:
+    """Write a world of ``scenes`` georeferenced scenes of ``style`` to ``out_dir``; returns its dataset.yaml.
+
+    The world is built in a hidden folder beside ``out_dir`` and moved there only once complete, so a
+    failure (a full disk, an interrupt) leaves no partial world, and an earlier world in ``out_dir`` is kept
+    as it was.
+    An existing ``out_dir`` is updated in place: the files of its scene folders of the same names, world.json
+    and dataset.yaml are replaced and anything else is left alone (e.g. scenes past ``scenes`` of a larger
+    earlier world, which dataset.yaml then no longer lists).
+    """
+    _check_world(scenes, val_fraction)
+    check_size(size_px, pixel_size_m)
+    check_seed(seed)
+    check_style(style)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DemsegError(f"output is a file, not a folder: {out_dir}")
+    val = _val_indices(seed, scenes, val_fraction)
+    with _staging(out_dir) as staging:
+        entries, districts = [], {}
+        for index in tqdm(range(scenes), desc="synth", unit="scene", disable=not progress):
+            scene_id = f"s{index:03d}"
+            scene = generate_scene(scene_seed(seed, index), size_px, pixel_size_m, style)
+            write_scene(staging / scene_id, scene, scene_grid(index, size_px, pixel_size_m))
+            entries.append((scene_id, "val" if index in val else "train"))
+            districts[scene_id] = list(scene.districts)
+        params = dict(generator="demseg.data.synth", version=GENERATOR_VERSION, style=style, scenes=scenes,
+                      size_px=size_px, pixel_size_m=pixel_size_m, seed=seed, val_fraction=val_fraction,
+                      crs=WORLD_CRS, val_scenes=[scene_id for scene_id, split in entries if split == "val"],
+                      districts=districts)
+        description = (f"Synthetic LiDAR city DEMs from demseg synth (style {style}, seed {seed}, {scenes} "
+                       f"scenes of {size_px} px at {pixel_size_m:g} m, {WORLD_CRS})")
+        write_text_atomic(staging / "dataset.yaml", _dataset_yaml(entries, description))
+        write_text_atomic(staging / "world.json", json.dumps(params, indent=2) + "\n")
+        _publish(staging, out_dir)
+    return out_dir / "dataset.yaml"
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder beside ``out_dir`` to build a world in, removed afterwards whatever happens; a failed
+    write inside becomes one DemsegError line."""
+    with _write_errors(out_dir):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_folder(out_dir)
+    try:
+        with _write_errors(out_dir):
+            yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _write_errors(target: Path) -> Iterator[None]:
+    """Turn an OSError (raw, or the cause of an atomic writer's DemsegError) into one line on ``target``."""
+    try:
+        yield
+    except OSError as exc:
+        raise _write_error(exc, target) from exc
+    except DemsegError as exc:
+        if not isinstance(exc.__cause__, OSError):
+            raise
+        raise _write_error(exc.__cause__, target) from exc
+
+
+def _write_error(exc: OSError, target: Path) -> DemsegError:
+    if exc.errno == errno.ENOSPC:
+        return DemsegError(f"no space left on device writing {target}")
+    return DemsegError(f"could not write {target}: {exc.strerror or exc}")
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Move a finished world from ``staging`` to ``out_dir``: one rename if ``out_dir`` is new or empty, else
+    file by file, with world.json (which marks a complete world) removed first and put back last."""
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    (out_dir / "world.json").unlink(missing_ok=True)
+    for folder in sorted(path for path in staging.iterdir() if path.is_dir()):
+        (out_dir / folder.name).mkdir(exist_ok=True)
+        for path in folder.iterdir():
+            os.replace(path, out_dir / folder.name / path.name)
+    os.replace(staging / "dataset.yaml", out_dir / "dataset.yaml")
+    os.replace(staging / "world.json", out_dir / "world.json")
+
+
+def _dataset_yaml(entries: list[tuple[str, str]], description: str) -> str:
+    classes = ", ".join(f"{name}: {code}" for name, code in LABEL_CODES.items())
+    lines = ["name: synthetic-world", f"description: {json.dumps(description)}", "scenes:"]
+    for scene_id, split in entries:
+        lines += [f"  - id: {scene_id}",
+                  f"    dem: {scene_id}/dem.tif",
+                  f"    dtm: {scene_id}/dtm.tif",
+                  "    labels:",
+                  f"      raster: {scene_id}/labels.tif",
+                  f"      classes: {{{classes}}}",
+                  f"      ignore: {LABEL_NODATA}",
+                  f"    split: {split}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_scene(folder: str | os.PathLike, scene: SynthScene, grid: GridSpec) -> None:
+    """Write a scene's rasters, vectors (map coordinates of ``grid``; trees as points in vegetation.gpkg) and
+    preview into ``folder``."""
+    folder = Path(folder)
+    tags = {"source": "demseg synthetic world", "seed": str(scene.seed), "style": scene.style}
+    for name, elevation in (("dem.tif", scene.dsm), ("dtm.tif", scene.dtm)):
+        filled = np.where(np.isnan(elevation), np.float32(ELEVATION_NODATA), elevation).astype(np.float32)
+        write_geotiff(folder / name, filled, grid, nodata=ELEVATION_NODATA, tags=tags)
+    write_geotiff(folder / "labels.tif", scene.labels, grid, nodata=LABEL_NODATA,
+                  tags={**tags, "classes": _label_legend()})
+    left_m, bottom_m = grid.transform.c, grid.transform.f - grid.height * abs(grid.transform.e)
+
+    def to_map(geometries: np.ndarray) -> np.ndarray:
+        return shapely.transform(geometries, lambda xy: xy + np.array([left_m, bottom_m]))
+
+    write_gpkg(folder / "buildings.gpkg", {"buildings": VectorLayer(
+        to_map(scene.buildings), {"height_m": scene.building_heights_m.round(2), "roof": scene.building_roofs,
+                                  "district": scene.building_districts})},
+        grid.crs)
+    parts, owner = shapely.get_parts(scene.road_polygons, return_index=True)
+    write_gpkg(folder / "roads.gpkg", {"roads": VectorLayer(
+        to_map(parts), {"road_id": owner.astype(np.int32), "width": scene.road_widths_m[owner].round(2)})},
+        grid.crs)
+    write_gpkg(folder / "road_centrelines.gpkg", {"road_centrelines": VectorLayer(
+        to_map(scene.road_centrelines),
+        {"road_id": np.arange(len(scene.road_widths_m), dtype=np.int32),
+         "width": scene.road_widths_m.round(2)})},
+        grid.crs)
+    write_gpkg(folder / "vegetation.gpkg", {"trees": VectorLayer(
+        to_map(shapely.points(scene.tree_xy_m)),
+        {"height_m": scene.tree_heights_m.round(2), "crown_radius_m": scene.tree_crown_radii_m.round(2),
+         "kind": scene.tree_kinds})},
+        grid.crs)
+    write_preview(folder / "preview.png", scene)
+
+
+def _label_legend() -> str:
+    """The label codes in words, for the label raster's tags: "0 background, 1 buildings, ..., 255 nodata"."""
+    codes = ", ".join(f"{code} {name}" for name, code in LABEL_CODES.items())
+    return f"0 background, {codes}, {LABEL_NODATA} nodata"
