@@ -256,3 +256,11 @@ def test_a_run_with_a_vegetation_output_trains_and_predicts_building_masks(tmp_p
     with rasterio.open(tmp_path / "pred" / "a_mask.tif") as src:
         assert set(np.unique(src.read(1)).tolist()) <= {0, 1, 255}
     one_line_error(capsys, _train(spec, tmp_path / "run2", "relief") + ["--auxiliary", "water"], "auxiliary")
+
+
+def test_data_check_lists_channels_and_the_vegetation_share(tmp_path, capsys):
+    spec = _channel_scene(tmp_path)
+    assert main(["data", "check", str(spec), "--tile-size-px", "32"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()[:2]
+    assert "vegetation %" in header and "channels" in header
+    assert " fml " in f" {row} " and "ok" in row

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from demseg.data.scene import IGNORE, load_scene
-from demseg.data.spec import TASKS, DatasetSpec
+from demseg.data.spec import AUXILIARY_CLASSES, TASKS, DatasetSpec
 from demseg.data.tiles import DEFAULT_MIN_VALID_FRACTION, DEFAULT_TILE_SIZE_PX, make_tiles
 from demseg.errors import DemsegError
 
@@ -23,6 +23,7 @@ class SceneReport:
     crs: str = "-"
     valid_percent: str = "-"
     label_percent: dict[str, str] = field(default_factory=dict)
+    channels: str = "-"  # scene channels (LiDAR rasters) beside the elevation
     tiles: str = "-"
     split: str = "-"
     problems: list[str] = field(default_factory=list)
@@ -52,13 +53,14 @@ def check_spec(spec: DatasetSpec, tile_size_px: int = DEFAULT_TILE_SIZE_PX,
         report.pixel_size_m = f"{grid.pixel_size_m:g}"
         report.crs = grid.crs.to_string()
         report.valid_percent = f"{100 * scene.dem.valid_fraction:.1f}"
-        for task in TASKS:
-            if task in scene.targets:
-                target = scene.targets[task]
+        report.channels = ",".join(scene.channels) or "-"
+        for task in (*TASKS, *AUXILIARY_CLASSES):
+            target = scene.targets.get(task, scene.auxiliary.get(task))
+            if target is not None:
                 known = target != IGNORE
                 share = 100 * float((target == 1).sum()) / max(1, int(known.sum()))
                 report.label_percent[task] = f"{share:.1f}"
-                if share == 0:
+                if share == 0 and task in TASKS:
                     report.problems.append(f"no {task} pixels")
         if not scene.targets:
             report.problems.append("no labels (usable for pre-training only)")
@@ -87,9 +89,11 @@ def check_spec(spec: DatasetSpec, tile_size_px: int = DEFAULT_TILE_SIZE_PX,
 
 def format_reports(reports: list[SceneReport]) -> str:
     """A plain-text table of scene reports."""
-    headers = ["scene", "size px", "pixel m", "CRS", "valid %", "buildings %", "roads %", "tiles", "split", "problems"]
+    headers = ["scene", "size px", "pixel m", "CRS", "valid %", "buildings %", "roads %", "vegetation %", "channels",
+               "tiles", "split", "problems"]
     rows = [[r.id, r.size_px, r.pixel_size_m, r.crs, r.valid_percent, r.label_percent.get("buildings", "-"),
-             r.label_percent.get("roads", "-"), r.tiles, r.split, "; ".join(r.problems) or "ok"] for r in reports]
+             r.label_percent.get("roads", "-"), r.label_percent.get("vegetation", "-"), r.channels, r.tiles, r.split,
+             "; ".join(r.problems) or "ok"] for r in reports]
     widths = [max(len(str(row[i])) for row in rows + [headers]) for i in range(len(headers) - 1)]
     lines = []
     for row in [headers] + rows:
