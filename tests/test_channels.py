@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import city_dem, write_raster
+from test_hostile_inputs import one_line_error, written
 
 from demseg.cli import main
 from demseg.data.normalise import normalise_tile, plane_residual_std, recipe_scene_channels
@@ -148,19 +149,6 @@ def test_the_vegetation_class_is_an_auxiliary_target_not_a_task(tmp_path):
     vegetation = scene.auxiliary["vegetation"]
     assert vegetation[50, 90] == 1 and vegetation[50, 10] in (0, 1) and vegetation[0, 0] == IGNORE
     assert not ((vegetation == 1) & (scene.targets["buildings"] == 1)).any()
-
-
-def written(folder) -> list[str]:
-    """What a command left in a folder, apart from demseg's own hidden marker and lock files."""
-    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".demseg")) if folder.exists() else []
-
-
-def one_line_error(capsys, argv, pattern):
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert pattern.lower() in err.lower(), err
 
 
 def _train(spec, out, recipe):
