@@ -66,6 +66,7 @@ class Arm:
     mix: str | None = None
     recipe: str = DEFAULT_RECIPE
     auxiliary: tuple[str, ...] = ()
+    label_noise: str = ""
 
     @property
     def label(self) -> str:
@@ -82,6 +83,8 @@ class Arm:
             label += f"+mix-{Path(self.mix).parent.name if Path(self.mix).suffix else Path(self.mix).name}"
         if self.auxiliary:
             label += "+aux-" + "-".join(self.auxiliary)
+        if self.label_noise:
+            label += "+noise-" + self.label_noise.replace("=", "").replace(",", "-")
         return label
 
 
@@ -93,7 +96,7 @@ def arms_of(config: ExperimentConfig) -> list[Arm]:
         if config.base.init:
             weights = weights[:1]  # the backbone comes from the --init run
         arms += [Arm(model, w, config.base.finetune, config.base.init, tuple(config.base.coarsen), config.base.mix,
-                     config.base.recipe, tuple(config.base.auxiliary)) for w in weights]
+                     config.base.recipe, tuple(config.base.auxiliary), config.base.label_noise) for w in weights]
     return arms
 
 
@@ -205,7 +208,8 @@ def _prepare_group(data: SplitData, base: TrainConfig, task: str, arm: Arm, subs
     run_base = base.model_copy(update={"task": task, "model": arm.model, "backbone_weights":
                                        arm.weights if arm.weights != "-" else base.backbone_weights})
     run_base = resolve_init(run_base)
-    union = tile_arrays(data.scenes, union_tiles, task, base.recipe, base.coarsen, base.auxiliary)
+    union = tile_arrays(data.scenes, union_tiles, task, base.recipe, base.coarsen, base.auxiliary,
+                        base.label_noise, base.split_seed)
     mixed = mix_arrays(run_base, data, progress)
     group = _Group(run_base, union.with_mix(mixed) if mixed is not None else union,
                    {t.id: i for i, t in enumerate(union_tiles)}, val_tiles,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from demseg.data.noise import format_label_noise, parse_label_noise
 from demseg.data.tiles import DEFAULT_MIN_VALID_FRACTION, SplitConfig
+from demseg.errors import DemsegError
 from demseg.models.config import ModelConfig
 
 
@@ -57,9 +59,22 @@ class TrainConfig(ModelConfig):
     coarsen: list[Annotated[int, Field(ge=2)]] = Field([], description="Resolution augmentation: also train on every tile as a DEM of "
                                               "N x the pixel size would show it (e.g. 2,4: a 0.5 m tile also at "
                                               "1 m and 2 m), so the model holds up on coarser LiDAR.")
+    label_noise: str = Field("", description="Noise on the training labels, to measure robustness: "
+                                             "drop=P (each instance missing with probability P), shift=M (each "
+                                             "moved up to M metres), width=M (each outline grown or shrunk by up "
+                                             "to M metres), comma-separated, e.g. drop=0.2,shift=1. Validation "
+                                             "labels stay clean; the noise is fixed by the split seed.")
     min_labelled_fraction: float = Field(0.5, ge=0, le=1, description="Tiles must be this labelled for the task.")
     min_valid_fraction: float = Field(DEFAULT_MIN_VALID_FRACTION, ge=0, le=1,
                                       description="Tiles need this much valid elevation.")
+
+    @field_validator("label_noise")
+    @classmethod
+    def _noise_form(cls, value: str) -> str:
+        try:
+            return format_label_noise(parse_label_noise(value))
+        except DemsegError as exc:
+            raise ValueError(str(exc).removeprefix("--label-noise: ")) from None
 
     def split_config(self) -> SplitConfig:
         """The settings that fix the validation region (never the budget, the model or the seed)."""

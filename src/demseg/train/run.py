@@ -39,7 +39,8 @@ def run_arrays(data: SplitData, config: TrainConfig) -> tuple[list[Tile], list[T
     if not val_tiles:
         raise DemsegError(f"the split left no validation tile labelled for {config.task}")
     return (train_tiles, val_tiles, tile_arrays(data.scenes, train_tiles, config.task, config.recipe,
-                                                config.coarsen, config.auxiliary),
+                                                config.coarsen, config.auxiliary, config.label_noise,
+                                                config.split_seed),
             tile_arrays(data.scenes, val_tiles, config.task, config.recipe))
 
 

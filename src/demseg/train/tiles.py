@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from demseg.data.augment import coarsened
+from demseg.data.noise import noisy_window, parse_label_noise
 from demseg.data.normalise import check_scene_channels, normalise_tile
 from demseg.data.scene import IGNORE, Scene
 from demseg.data.tiles import Tile
@@ -35,12 +36,15 @@ class TileArrays:
 
 
 def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, recipe: str,
-                coarsen: Sequence[int] = (), auxiliary: Sequence[str] = ()) -> TileArrays:
+                coarsen: Sequence[int] = (), auxiliary: Sequence[str] = (), label_noise: str = "",
+                noise_seed: int = 0) -> TileArrays:
     """Normalise every tile with ``recipe`` and cut its target for ``task`` (nodata -> ignore).
 
     With ``auxiliary`` classes (training only) the target codes become 0 background, 1 target,
     2, 3... each auxiliary class where the scene labels it, and :data:`NOT_TARGET` where a
     background pixel's auxiliary class is unknown (the scene does not label it).
+    With ``label_noise`` (training only; see :mod:`demseg.data.noise`) the target of each tile is
+    made noisy, fixed by ``noise_seed`` and the tile id.
 
     With ``coarsen`` (resolution augmentation, training only) every tile is followed, block by block,
     by its versions at each factor x the pixel size (:func:`demseg.data.augment.coarsened`): rows
@@ -49,6 +53,7 @@ def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, reci
     """
     for scene_id in sorted({tile.scene_id for tile in tiles}):
         check_scene_channels(recipe, scenes[scene_id].channels, f"scene '{scene_id}'")
+    noise = parse_label_noise(label_noise)
     inputs, targets, ids = [], [], []
     for factor in (1, *coarsen):
         for tile in tiles:
@@ -63,7 +68,10 @@ def tile_arrays(scenes: dict[str, Scene], tiles: Sequence[Tile], task: str, reci
                     dtm, _known = coarsened(dtm, np.isfinite(dtm), factor)
                 extras = {name: _coarse_known(values, factor) for name, values in extras.items()}
             inputs.append(normalise_tile(elevation, valid, recipe, scene.grid.pixel_size_m, dtm, extras))
-            if task in scene.targets:
+            if task in scene.targets and noise:
+                target = noisy_window(scene.targets[task], window, noise, scene.grid.pixel_size_m, noise_seed,
+                                      tile.id)
+            elif task in scene.targets:
                 target = scene.targets[task][window].copy()
             else:
                 target = np.full(elevation.shape, IGNORE, np.uint8)

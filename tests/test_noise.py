@@ -1,0 +1,112 @@
+"""Label noise (--label-noise drop=P,shift=M,width=M): each kind, determinism, nodata, training only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from test_hostile_inputs import one_line_error
+
+from demseg.data.noise import noisy_target, noisy_window, parse_label_noise, tile_rng
+from demseg.data.scene import IGNORE
+from demseg.data.synth import generate_world
+from demseg.errors import DemsegError
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Six 256 px synthetic scenes (5 train, 1 val), as the training tests use."""
+    return generate_world(tmp_path_factory.mktemp("world"), scenes=6, size_px=256, seed=3, val_fraction=0.2,
+                          progress=False)
+
+
+def _footprints() -> np.ndarray:
+    """A 120 px target: 16 square buildings of 8 px on a grid, a band of unknown pixels."""
+    target = np.zeros((120, 120), np.uint8)
+    for row in range(10, 110, 25):
+        for col in range(10, 110, 25):
+            target[row:row + 8, col:col + 8] = 1
+    target[:, 114:] = IGNORE
+    return target
+
+
+def _instances(target: np.ndarray) -> int:
+    return ndimage.label(target == 1)[1]
+
+
+def test_drop_removes_about_that_share_of_instances_and_nothing_else():
+    target = _footprints()
+    assert _instances(noisy_target(target, {"drop": 1.0}, 0.5, tile_rng(0, "t"))) == 0
+    kept = [_instances(noisy_target(target, {"drop": 0.5}, 0.5, tile_rng(seed, "t"))) for seed in range(20)]
+    assert 0.35 < np.mean(kept) / 16 < 0.65
+    once = noisy_target(target, {"drop": 0.5}, 0.5, tile_rng(3, "t"))
+    assert ((once == 1) <= (target == 1)).all()  # dropping never adds or moves a pixel
+
+
+def test_shift_moves_each_instance_by_at_most_that_many_metres_and_keeps_its_shape():
+    target = _footprints()
+    target[:, 114:] = 0
+    moved = noisy_target(target, {"shift": 2.0}, 0.5, tile_rng(1, "t"))  # up to 4 px
+    assert (moved == 1).sum() <= (target == 1).sum() and _instances(moved) == 16
+    labels, count = ndimage.label(moved == 1)
+    for centre in ndimage.center_of_mass(moved == 1, labels, range(1, count + 1)):
+        nearest = min(np.hypot(centre[0] - r - 3.5, centre[1] - c - 3.5)
+                      for r in range(10, 110, 25) for c in range(10, 110, 25))
+        assert nearest <= 4.0 + 0.75
+    assert not np.array_equal(moved, target)
+
+
+def test_width_grows_or_shrinks_outlines_by_at_most_that_many_metres():
+    target = _footprints()
+    target[:, 114:] = 0
+    areas = [ndimage.sum(noisy_target(target, {"width": 1.0}, 0.5, tile_rng(seed, "t")) == 1) for seed in range(5)]
+    assert min(areas) >= 16 * 4 * 4 and max(areas) <= 16 * 12 * 12  # 8 px squares grown or shrunk by <= 2 px
+    assert len(set(areas)) > 1
+
+
+@pytest.mark.parametrize("noise", [{"drop": 0.3}, {"shift": 3.0}, {"width": 1.5},
+                                   {"drop": 0.2, "shift": 1.0, "width": 0.5}])
+def test_each_noise_is_fixed_by_seed_and_tile_and_keeps_unknown_pixels(noise):
+    target = _footprints()
+    a = noisy_target(target, noise, 0.5, tile_rng(7, "tile_a"))
+    b = noisy_target(target, noise, 0.5, tile_rng(7, "tile_a"))
+    c = noisy_target(target, noise, 0.5, tile_rng(8, "tile_a"))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert ((a == IGNORE) == (target == IGNORE)).all()  # unknown stays unknown, nothing becomes unknown
+    assert set(np.unique(a).tolist()) <= {0, 1, IGNORE}
+
+
+def test_a_noisy_window_lets_a_neighbouring_instance_shift_in():
+    target = np.zeros((64, 64), np.uint8)
+    target[20:30, 34:44] = 1  # just right of the window
+    window = (slice(0, 64), slice(0, 32))
+    seen = [noisy_window(target, window, {"shift": 3.0}, 0.5, seed, "w").any() for seed in range(30)]
+    assert any(seen)  # context around the tile: shifts bring labels in, as on a real misaligned map
+    assert noisy_window(target, window, {}, 0.5, 0, "w").shape == (64, 32)
+
+
+@pytest.mark.parametrize("text, message", [("blur=2", "kinds drop, shift, width"), ("drop=1.5", "between 0 and 1"),
+                                           ("shift=-1", "between 0 and 50"), ("width=x", "needs a number"),
+                                           ("drop", "KIND=VALUE")])
+def test_bad_noise_settings_are_one_clear_error(text, message):
+    with pytest.raises(DemsegError, match=message):
+        parse_label_noise(text)
+
+
+def test_label_noise_reaches_training_tiles_only(world, tmp_path):
+    from test_train import prepared, tiny_config
+
+    from demseg.train.run import run_arrays
+
+    data, config, _, _ = prepared(world, tiny_config())
+    clean_train, clean_val = run_arrays(data, config)[2:]
+    noisy_train, noisy_val = run_arrays(data, config.model_copy(update={"label_noise": "drop=1"}))[2:]
+    assert (noisy_train.targets == 1).sum() == 0 < (clean_train.targets == 1).sum()
+    assert np.array_equal(noisy_val.targets, clean_val.targets)
+
+
+@pytest.mark.parametrize("flag", ["drop=2", "fuzz=1", "shift=abc"])
+def test_bad_label_noise_flags_exit_2_with_one_line(world, tmp_path, capsys, flag):
+    one_line_error(capsys, ["experiment", world, "--label-noise", flag, "--out", tmp_path / "exp", "--quiet"],
+                   "--label-noise")
+    assert not (tmp_path / "exp").exists()
