@@ -110,3 +110,42 @@ def test_bad_label_noise_flags_exit_2_with_one_line(world, tmp_path, capsys, fla
     one_line_error(capsys, ["experiment", world, "--label-noise", flag, "--out", tmp_path / "exp", "--quiet"],
                    "--label-noise")
     assert not (tmp_path / "exp").exists()
+
+
+# ---------------------------------------------------------------------------- road class definitions
+
+
+def _coded_scene(folder, classes: str):
+    from conftest import city_dem, write_raster
+
+    dem, buildings = city_dem(96)
+    codes = buildings.copy()
+    codes[40:46, :] = 11  # a carriageway
+    codes[50:52, :] = 12  # a cycle path
+    write_raster(folder / "dem.tif", dem)
+    write_raster(folder / "labels.tif", codes, nodata=255)
+    (folder / "spec.yaml").write_text("name: c\nscenes:\n  - id: a\n    dem: dem.tif\n"
+                                      f"    labels: {{raster: labels.tif, classes: {classes}}}\n")
+    return folder / "spec.yaml"
+
+
+def test_a_road_class_can_be_several_codes(tmp_path):
+    import warnings
+
+    from demseg.data.scene import load_scenes
+    from demseg.data.spec import load_spec
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the other code is undeclared on purpose
+        carriageway = load_scenes(load_spec(_coded_scene(tmp_path, "{roads: 11}")), ["roads"])[0]
+    everything = load_scenes(load_spec(_coded_scene(tmp_path, "{buildings: 1, roads: [11, 12]}")), ["roads"])[0]
+    assert (carriageway.targets["roads"] == 1).sum() == 6 * 96
+    assert (everything.targets["roads"] == 1).sum() == 8 * 96
+
+
+def test_a_road_class_that_matches_no_label_code_is_one_line(tmp_path, capsys):
+    spec = _coded_scene(tmp_path, "{buildings: 1, roads: [21, 22]}")
+    one_line_error(capsys, ["train", spec, "--task", "roads", "--model", "unet", "--tile-size-px", 32,
+                            "--out", tmp_path / "run", "--quiet"], "no pixel of any scene is labelled roads")
+    assert not (tmp_path / "run").exists() or not [p for p in (tmp_path / "run").iterdir()
+                                                    if not p.name.startswith(".demseg")]

@@ -8,6 +8,7 @@ training fractions) only, never on the training budget, the model or the trainin
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,20 @@ def dataset_pixel_size_m(scenes) -> float:
     return sizes[len(sizes) // 2]
 
 
+def _check_class_found(spec: DatasetSpec, scenes: dict[str, Scene], task: str, where) -> None:
+    """Refuse a class definition that matches no pixel of any scene (e.g. road codes the rasters lack)."""
+    if any((scene.targets[task] == 1).any() for scene in scenes.values() if task in scene.targets):
+        return
+    definitions = sorted({str(s.labels.classes[task]) for s in spec.scenes
+                          if s.labels is not None and s.labels.raster and task in s.labels.classes})
+    found = sorted({code for scene in scenes.values() for code in scene.undeclared_codes})
+    raise DemsegError(f"{where}: no pixel of any scene is labelled {task}"
+                      + (f" (class codes {', '.join(definitions)}" + (f"; the label rasters also hold undeclared "
+                                                                       f"codes {found})" if found else ")")
+                         if definitions else "")
+                      + "; check the spec's classes: (demseg data check shows what each scene holds)")
+
+
 def load_split(spec_path: str | os.PathLike | DatasetSpec, tasks: list[str], split: SplitConfig,
                progress: bool = True, pixel_size_m: float | None = None) -> SplitData:
     """Load a spec's scenes, cut tiles and assign the spatial split (see :func:`split_tiles`).
@@ -54,7 +69,13 @@ def load_split(spec_path: str | os.PathLike | DatasetSpec, tasks: list[str], spl
     missing = [task for task in tasks if task not in spec.tasks()]
     if missing:
         raise DemsegError(f"no scene of {spec_path} has labels for {', '.join(missing)}")
-    scenes = {scene.id: scene for scene in load_scenes(spec, tasks, progress=progress)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scenes = {scene.id: scene for scene in load_scenes(spec, tasks, progress=progress)}
+    for task in tasks:
+        _check_class_found(spec, scenes, task, spec_path)  # one line: the warnings it explains are dropped
+    for warning in caught:
+        warnings.warn(warning.message, warning.category, stacklevel=2)
     if pixel_size_m is not None:
         scenes = {key: resample_scene(scene, pixel_size_m) for key, scene in scenes.items()}
     tiles = make_tiles(list(scenes.values()), split.tile_size_px, split.min_valid_fraction)

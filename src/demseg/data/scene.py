@@ -70,11 +70,12 @@ def load_scene(spec: DatasetSpec, scene: SceneSpec, tasks: list[str] | None = No
     return Scene(scene.id, dem, dtm, targets, scene.split, channels, auxiliary, undeclared)
 
 
-def undeclared_codes(codes: np.ndarray, classes: dict[str, int], ignore: int | None,
+def undeclared_codes(codes: np.ndarray, classes: dict[str, int | list[int]], ignore: int | None,
                      valid: np.ndarray) -> dict[int, int]:
     """{code: pixel count} of label codes on valid pixels that are neither 0, a declared class nor ``ignore``."""
     values, counts = np.unique(codes[valid], return_counts=True)
-    known = {0, *classes.values(), *([ignore] if ignore is not None else [])}
+    declared = {c for value in classes.values() for c in (value if isinstance(value, list) else [value])}
+    known = {0, *declared, *([ignore] if ignore is not None else [])}
     return {int(v): int(c) for v, c in zip(values, counts, strict=True) if int(v) not in known}
 
 
@@ -90,9 +91,9 @@ def _load_targets(spec: DatasetSpec, scene: SceneSpec, dem: DemRaster, tasks: li
         codes = read_label_raster(spec.path(labels.raster), dem.grid, what=f"label raster of scene '{scene.id}'")
         undeclared = undeclared_codes(codes, labels.classes, labels.ignore, dem.valid_mask)
         unknown = codes == labels.ignore if labels.ignore is not None else np.zeros(codes.shape, bool)
-        for task, code in labels.classes.items():
+        for task in labels.classes:
             if tasks is None or task in tasks or task in AUXILIARY_CLASSES:
-                target = (codes == code).astype(np.uint8)
+                target = np.isin(codes, labels.codes(task)).astype(np.uint8)
                 target[unknown] = IGNORE
                 (auxiliary if task in AUXILIARY_CLASSES else targets)[task] = target
     for task, relative in labels.vector.items():

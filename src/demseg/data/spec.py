@@ -48,8 +48,10 @@ class LabelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     raster: str | None = Field(None, description="Class-code raster on the DEM grid (path relative to the spec).")
-    classes: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_CLASSES),
-                                    description="Task name -> class code in the raster.")
+    classes: dict[str, int | list[int]] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASSES),
+        description="Task name -> class code in the raster, or a list of codes that together make the class "
+                    "(e.g. roads: [11, 12] for carriageways and cycle paths; roads: 11 for carriageways only).")
     ignore: int | None = Field(255, description="Raster code for unknown / unlabelled pixels (excluded from loss).")
     vector: dict[str, str] = Field(default_factory=dict,
                                    description="Task name -> vector file (GeoJSON, GeoPackage, Shapefile) in any CRS.")
@@ -68,7 +70,14 @@ class LabelSpec(BaseModel):
         unknown = sorted(set(value) - set(TASKS) - set(AUXILIARY_CLASSES))
         if unknown:
             raise ValueError(f"unknown class name(s) {unknown}; known: {list(TASKS) + list(AUXILIARY_CLASSES)}")
+        if any(isinstance(codes, list) and not codes for codes in value.values()):
+            raise ValueError("a class needs at least one code")
         return value
+
+    def codes(self, name: str) -> list[int]:
+        """The raster codes that make class ``name``."""
+        codes = self.classes[name]
+        return list(codes) if isinstance(codes, list) else [codes]
 
     @field_validator("vector")
     @classmethod
