@@ -5,7 +5,9 @@ decoder, loss = MSE on per-patch-normalised pixels of the masked patches only; A
 0.9/0.95, weight decay 0.05), lr = base_lr x batch / 256, linear warm-up then cosine decay.
 demseg adds: patches that are mostly nodata are excluded from the loss and invalid pixels inside
 kept patches do not count; DEM pretext objectives (``--objective ground`` predicts the height
-above ground from the surface model alone, see :mod:`demseg.pretrain.objectives`); synthetic
+above ground from the surface model alone, see :mod:`demseg.pretrain.objectives`); a supervised
+objective on the synthetic world's labels (``--objective classes``: background, building, road,
+vegetation per pixel); resolution augmentation (``--coarsen``); synthetic
 scenes generated afresh as training goes on (``--synthetic-scenes``, ``--refresh-every``); and
 regions that must never be seen (``--exclude SPEC``: the validation tiles of a benchmark). All
 randomness of step ``k`` comes from ``(seed, k)`` and the synthetic scenes of a refresh from
@@ -22,7 +24,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -39,7 +41,14 @@ from demseg.io.folders import out_dir
 from demseg.models.precision import resolve_precision
 from demseg.models.vit import init_sincos_position_embeddings, mae_config
 from demseg.models.weights import save_encoder
-from demseg.pretrain.objectives import PretextModel, has_ground, pretext_loss
+from demseg.pretrain.objectives import (
+    CLASS_NAMES,
+    PretextModel,
+    has_classes,
+    has_ground,
+    has_reconstruction,
+    pretext_loss,
+)
 from demseg.pretrain.sources import CropPool, crops_from, discover_sources, load_rasters, synthetic_rasters
 
 CHECKPOINT_FORMAT = "demseg-mae-pretrain/1"
@@ -74,12 +83,19 @@ class PretrainConfig(BaseModel):
                             "bf16 and fp32 on this CPU (measured).")
     device: str = Field("cpu", description="cpu or cuda.")
     checkpoint_every: int = Field(200, gt=0, description="Save a resumable checkpoint every N steps.")
-    objective: Literal["mae", "ground", "mae+ground"] = Field(
+    objective: Literal["mae", "ground", "mae+ground", "classes", "classes+ground", "mae+classes"] = Field(
         "mae", description="mae: reconstruct masked patches; ground: predict the height above ground (nDSM) from "
-                           "the surface model alone; mae+ground: both (see demseg.pretrain.objectives).")
-    ground_weight: float = Field(1.0, ge=0, description="Weight of the ground loss in mae+ground.")
+                           "the surface model alone; classes: predict each pixel's class (background, building, "
+                           "road, vegetation; synthetic scenes' labels, class-balanced cross entropy); a+b: both "
+                           "(see demseg.pretrain.objectives). Only objectives with mae mask patches; the others "
+                           "show the encoder the whole crop.")
+    ground_weight: float = Field(1.0, ge=0, description="Weight of the ground loss when combined with another.")
+    classes_weight: float = Field(1.0, ge=0, description="Weight of the classes loss when combined with another.")
+    coarsen: list[Annotated[int, Field(ge=2)]] = Field(
+        [], description="Resolution augmentation: cut crops in turn at 1x and at each of these factors x the pixel "
+                        "size (e.g. 2,4), as demseg train's --coarsen shows a tile; labels and targets follow.")
     synthetic_scenes: int = Field(0, ge=0, description="Synthetic scenes generated per refresh (0: none); they "
-                                                       "always have a DTM.")
+                                                       "always have a DTM and class labels.")
     synthetic_size_px: int = Field(896, gt=0, description="Side of each synthetic scene (at 0.5 m).")
     synthetic_share: float = Field(0.5, ge=0, le=1, description="Share of the crop pool cut from synthetic scenes "
                                                                 "when there are also file sources.")
@@ -119,8 +135,8 @@ def build_mae(config: PretrainConfig) -> PretextModel:
     if config.crop_px > config.tile_size_px:
         raise DemsegError(f"crop size {config.crop_px} px is larger than the tile size {config.tile_size_px} px")
     torch.manual_seed(config.seed)
-    # the ground objective shows the encoder the whole crop, as downstream
-    mask_ratio = 0.0 if config.objective == "ground" else config.mask_ratio
+    # objectives without reconstruction show the encoder the whole crop, as downstream
+    mask_ratio = config.mask_ratio if has_reconstruction(config.objective) else 0.0
     mae_cfg = mae_config(config.arch, recipe_channels(config.recipe), config.crop_px, config.patch_size,
                          config.decoder_layers, config.decoder_width, mask_ratio)
     mae_cfg.norm_pix_loss = True
@@ -143,7 +159,7 @@ def lr_factor(step: int, steps: int, warmup_fraction: float) -> float:
 
 def _batch(pool: CropPool, config: PretrainConfig, step: int, rank: int, world: int, num_patches: int,
            device: torch.device) -> tuple[torch.Tensor, ...]:
-    """This process's share of step ``step``'s global batch (inputs, valid, ground, noise); from (seed, step) alone."""
+    """This process's share of step ``step``'s global batch (inputs, valid, ground, labels, noise); from (seed, step) alone."""
     rng = np.random.default_rng([config.seed, step])
     rows = rng.integers(0, len(pool), config.batch_size)
     views = rng.integers(0, 8, config.batch_size)
@@ -157,7 +173,8 @@ def _batch(pool: CropPool, config: PretrainConfig, step: int, rank: int, world: 
         data = window.astype(np.float32) if array.dtype == np.float16 else window
         return dihedral(torch.from_numpy(np.ascontiguousarray(data)), int(views[i]))
 
-    batch = [torch.stack([cut(array, i) for i in mine]).to(device) for array in (pool.inputs, pool.valid, pool.ground)]
+    batch = [torch.stack([cut(array, i) for i in mine]).to(device)
+             for array in (pool.inputs, pool.valid, pool.ground, pool.labels)]
     return (*batch, noise[rank::world].to(device))
 
 
@@ -208,7 +225,7 @@ def load_checkpoint(out: Path, model: PretextModel, optimizer, config: PretrainC
     saved = PretrainConfig.model_validate(meta["pretrain_config"])
     for key in ("arch", "recipe", "tile_size_px", "crop_size_px", "patch_size", "decoder_layers", "decoder_width",
                 "batch_size", "steps", "seed", "mask_ratio", "objective", "synthetic_scenes", "refresh_every",
-                "synthetic_share", "synthetic_size_px", "pool_size", "exclude"):
+                "synthetic_share", "synthetic_size_px", "pool_size", "exclude", "coarsen"):
         if getattr(saved, key) != getattr(config, key):
             raise DemsegError(f"cannot resume: the checkpoint in {out} has {key}={getattr(saved, key)!r}, "
                               f"this run asks {key}={getattr(config, key)!r}")
@@ -253,6 +270,9 @@ class Pools:
     def __init__(self, sources, config: PretrainConfig, progress: bool):
         self.config = config
         self.progress = progress
+        if has_classes(config.objective) and not config.synthetic_scenes:
+            raise DemsegError(f"--objective {config.objective} needs class labels, and only synthetic scenes carry "
+                              "them (labels of files are not read): add --synthetic-scenes N")
         found = discover_sources(sources) if sources else []
         excluded = excluded_regions(config)
         rasters, self.skipped = load_rasters(found, config.tile_size_px, excluded) if found else ([], [])
@@ -268,7 +288,8 @@ class Pools:
         self.synthetic_count = int(round(config.pool_size * share)) if config.synthetic_scenes else 0
         self.fixed = (crops_from(rasters, config.tile_size_px, config.recipe, config.pool_size - self.synthetic_count,
                                  np.random.default_rng(config.seed), config.min_valid_fraction, config.input_dtm,
-                                 progress) if rasters and config.pool_size > self.synthetic_count else None)
+                                 progress, coarsen=config.coarsen)
+                      if rasters and config.pool_size > self.synthetic_count else None)
         self.refresh, self.pool = -1, None
 
     def at(self, step: int) -> CropPool:
@@ -286,7 +307,8 @@ class Pools:
         rasters = synthetic_rasters(seed, self.config.synthetic_scenes, size_px)
         synthetic = crops_from(rasters, self.config.tile_size_px, self.config.recipe, self.synthetic_count,
                                np.random.default_rng(seed), self.config.min_valid_fraction, self.config.input_dtm,
-                               self.progress, desc=f"cutting crops of {len(rasters)} synthetic scenes")
+                               self.progress, desc=f"cutting crops of {len(rasters)} synthetic scenes",
+                               coarsen=self.config.coarsen)
         return synthetic if self.fixed is None else self.fixed.concatenate(synthetic)
 
 
@@ -335,10 +357,10 @@ def _pretrain(sources, config: PretrainConfig, out: Path, resume: bool, progress
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step, config.steps, config.warmup_fraction)
-        x, valid, ground, noise = _batch(pools.at(step), config, step, rank, world, num_patches, device)
+        x, valid, ground, labels, noise = _batch(pools.at(step), config, step, rank, world, num_patches, device)
         with autocast:
             loss = pretext_loss(model, x, valid, ground, noise, config.min_patch_valid_fraction,
-                                config.ground_weight, train_model)[0]
+                                config.ground_weight, train_model, labels, config.classes_weight)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -372,6 +394,13 @@ def _open_out(out: Path, resume: bool, overwrite: bool):
     return out_dir(out, overwrite=overwrite, finished=_holds_checkpoint, keep=resume)
 
 
+def _class_pixel_shares(pool: CropPool) -> dict[str, float]:
+    """Share of each class among the pool's pixels with a known label (the last pool, for the manifest)."""
+    counts = np.bincount(pool.labels.reshape(-1), minlength=256)[:len(CLASS_NAMES)]
+    return {name: round(float(count) / max(1, int(counts.sum())), 4) for name, count in zip(CLASS_NAMES, counts,
+                                                                                         strict=True)}
+
+
 def _holds_checkpoint(folder: Path) -> bool:
     return (folder / "last").exists() or (folder / "encoder.safetensors").exists()
 
@@ -397,6 +426,7 @@ def _write_reports(out: Path, model, pools: Pools, config: PretrainConfig, losse
         "excluded_regions": len(excluded_regions(config)),
         "crops": len(pool),
         "crops_per_source": {sid: pool.source_ids.count(sid) for sid in sorted(set(pool.source_ids))},
+        "class_pixel_shares": _class_pixel_shares(pool) if has_classes(config.objective) else None,
         "loss_first_last": [losses[0], losses[-1]] if losses else None,
         "loss_curve_every_10": losses[::10],
         **summary,

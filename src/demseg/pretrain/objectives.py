@@ -9,18 +9,31 @@
   where the ground is: under buildings, between trees, on slopes.
 - ``mae+ground``: both from the same masked input (the decoder predicts the nDSM of every patch,
   masked ones included); loss = MAE + ``ground_weight`` x ground.
+- ``classes`` (supervised, issue 16): predict every pixel's class (background, building, road,
+  vegetation: the synthetic world's label codes 0-3) from the whole crop; the loss is the cross
+  entropy over pixels with a known label (valid elevation, code 0-3; 255 and nodata ignored),
+  weighted by the inverse frequency of each class among the known pixels of the batch, so that
+  every class present in the batch counts equally (:func:`class_weights`). The encoder has to
+  learn what tells a crown from a roof.
+- ``classes+ground``: both from the whole crop; loss = classes weight x classes + ground weight x ground.
+- ``mae+classes``: from the masked input, the decoder reconstructs the masked patches and
+  classifies every pixel of every patch, masked ones included; loss = MAE + classes weight x classes.
 
-The decoder's last linear layer predicts ``p*p*C`` reconstruction values and, with a ground
-objective, ``p*p`` nDSM values per patch.
+The decoder's last linear layer predicts ``p*p*C`` reconstruction values, then ``p*p`` nDSM
+values with a ground objective, then ``p*p*K`` class logits (K = 4, classes last) with a classes
+objective, per patch.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from transformers import ViTMAEForPreTraining
 
-OBJECTIVES = ("mae", "ground", "mae+ground")
+OBJECTIVES = ("mae", "ground", "mae+ground", "classes", "classes+ground", "mae+classes")
+# code k of the synthetic world's labels (demseg.data.synth.SynthScene.labels) is class k; 255 is unknown
+CLASS_NAMES = ("background", "buildings", "roads", "vegetation")
 
 
 def has_ground(objective: str) -> bool:
@@ -29,6 +42,10 @@ def has_ground(objective: str) -> bool:
 
 def has_reconstruction(objective: str) -> bool:
     return "mae" in objective
+
+
+def has_classes(objective: str) -> bool:
+    return "classes" in objective
 
 
 class PretextModel(nn.Module):
@@ -42,14 +59,25 @@ class PretextModel(nn.Module):
         self.mae = mae
         self.objective = objective
         config = mae.config
-        self.recon_width = config.patch_size ** 2 * config.num_channels
-        if has_ground(objective):
+        pixels = config.patch_size ** 2
+        self.recon_width = pixels * config.num_channels
+        self.ground_width = pixels if has_ground(objective) else 0
+        self.classes_width = pixels * len(CLASS_NAMES) if has_classes(objective) else 0
+        width = self.recon_width + self.ground_width + self.classes_width
+        if width > self.recon_width:
             decoder = mae.decoder
-            extra = config.patch_size ** 2
-            decoder.decoder_pred = nn.Linear(decoder.decoder_pred.in_features, self.recon_width + extra, bias=True)
+            decoder.decoder_pred = nn.Linear(decoder.decoder_pred.in_features, width, bias=True)
+
+    def ground_part(self, logits: Tensor) -> Tensor:
+        """The predicted nDSM of every patch, (B, L, p*p), from the decoder's output."""
+        return logits[..., self.recon_width:self.recon_width + self.ground_width]
+
+    def classes_part(self, logits: Tensor) -> Tensor:
+        """The class logits of every patch, (B, L, p*p*K) with classes last, from the decoder's output."""
+        return logits[..., self.recon_width + self.ground_width:]
 
     def forward(self, pixel_values: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-        """(logits (B, L, p*p*C [+ p*p]), mask (B, L): 1 where the patch was hidden from the encoder)."""
+        """(logits (B, L, p*p*C [+ p*p] [+ p*p*K]), mask (B, L): 1 where the patch was hidden from the encoder)."""
         encoded = self.mae.vit(pixel_values, noise=noise)
         decoded = self.mae.decoder(encoded.last_hidden_state, encoded.ids_restore)
         return decoded.logits, encoded.mask
@@ -85,10 +113,43 @@ def ground_loss(prediction: Tensor, ground: Tensor, valid: Tensor, patch: int) -
     return (((prediction.float() - target) ** 2) * known).sum() / known.sum().clamp(min=1.0)
 
 
+def class_weights(target: Tensor, known: Tensor, num_classes: int) -> Tensor:
+    """(K,) inverse-frequency weights of the classes among the ``known`` pixels of ``target``; 0 for absent classes.
+
+    Scaled so that the weights of the known pixels sum to their count: the weighted mean is then
+    the plain mean over classes present of each class's mean loss.
+    """
+    counts = torch.zeros(num_classes, device=target.device).index_add_(0, target, known.float())
+    present = counts > 0
+    return torch.where(present, counts.sum() / (present.sum() * counts.clamp(min=1.0)), torch.zeros_like(counts))
+
+
+def classes_loss(prediction: Tensor, labels: Tensor, valid: Tensor, patch: int) -> Tensor:
+    """Class-balanced cross entropy of the class logits over valid pixels with a known label (0 when none is).
+
+    ``prediction``: (B, L, p*p*K) logits, classes last; ``labels``: (B, H, W) codes 0..K-1, any
+    other code (255) unknown. Weights: :func:`class_weights` of this batch.
+    """
+    num_classes = len(CLASS_NAMES)
+    logits = prediction.float().reshape(-1, num_classes)
+    target = patchify(labels[:, None].float(), patch).reshape(-1).long()
+    known = patchify(valid[:, None].float(), patch).reshape(-1).bool() & (target >= 0) & (target < num_classes)
+    target = torch.where(known, target, torch.zeros_like(target))
+    pixel_weights = class_weights(target, known, num_classes)[target] * known
+    per_pixel = F.cross_entropy(logits, target, reduction="none")
+    return (per_pixel * pixel_weights).sum() / pixel_weights.sum().clamp(min=1.0)
+
+
 def pretext_loss(model: PretextModel, pixels: Tensor, valid: Tensor, ground: Tensor, noise: Tensor,
                  min_patch_valid_fraction: float, ground_weight: float = 1.0,
-                 forward: nn.Module | None = None) -> tuple[Tensor, dict]:
-    """The objective's loss for a batch, and its parts (``forward``: a DDP wrapper of ``model``, if any)."""
+                 forward: nn.Module | None = None, labels: Tensor | None = None,
+                 classes_weight: float = 1.0) -> tuple[Tensor, dict]:
+    """The objective's loss for a batch, and its parts (``forward``: a DDP wrapper of ``model``, if any).
+
+    ``labels`` (B, H, W; 255 where unknown) are needed by a classes objective.
+    """
+    if has_classes(model.objective) and labels is None:
+        raise ValueError(f"objective {model.objective} needs per-pixel labels")
     logits, mask = (forward or model)(pixels, noise)
     patch = model.mae.config.patch_size
     parts: dict = {"logits": logits, "mask": mask}
@@ -99,7 +160,11 @@ def pretext_loss(model: PretextModel, pixels: Tensor, valid: Tensor, ground: Ten
         loss = loss + recon
         parts.update(extra, reconstruction=float(recon.detach()))
     if has_ground(model.objective):
-        found = ground_loss(logits[..., model.recon_width:], ground, valid, patch)
+        found = ground_loss(model.ground_part(logits), ground, valid, patch)
         loss = loss + ground_weight * found
         parts["ground"] = float(found.detach())
+    if has_classes(model.objective):
+        classified = classes_loss(model.classes_part(logits), labels, valid, patch)
+        loss = loss + classes_weight * classified
+        parts["classes"] = float(classified.detach())
     return loss, parts

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from demseg.data.augment import coarsened
 from demseg.data.normalise import RELIEF_SCALE_M, normalise_tile
 from demseg.errors import DemsegError
 from demseg.io.raster import DemRaster, read_dem
 
 DEM_NAMES = ("dem.tif", "dsm.tif", "dem.tiff", "dsm.tiff")
+UNKNOWN_LABEL = 255  # a crop pixel whose class is unknown: file sources, nodata (as the synthetic world's labels)
 
 
 @dataclass
@@ -51,15 +54,18 @@ def discover_sources(paths: list[str | Path]) -> list[DemSource]:
 
 @dataclass
 class CropPool:
-    """Normalised random crops (float16), their validity masks and ground targets, drawn once, reused with augmentation.
+    """Normalised random crops (float16), their validity masks, ground and class targets, drawn once, reused with augmentation.
 
     ``ground`` is the height above the bare earth (nDSM) in the relief channel's units (10 m),
-    NaN where unknown: sources without a DTM have no ground target.
+    NaN where unknown: sources without a DTM have no ground target. ``labels`` are the synthetic
+    world's class codes (0 background, 1 building, 2 road, 3 vegetation), UNKNOWN_LABEL where
+    unknown: file sources have none.
     """
 
     inputs: np.ndarray  # (N, C, S, S) float16
     valid: np.ndarray  # (N, S, S) bool
     ground: np.ndarray  # (N, S, S) float16, NaN where unknown
+    labels: np.ndarray  # (N, S, S) uint8, UNKNOWN_LABEL where unknown
     source_ids: list[str]
 
     def __len__(self) -> int:
@@ -69,16 +75,18 @@ class CropPool:
     def empty(count: int, channels: int, size_px: int) -> CropPool:
         return CropPool(np.zeros((count, channels, size_px, size_px), np.float16),
                         np.zeros((count, size_px, size_px), bool),
-                        np.full((count, size_px, size_px), np.nan, np.float16), [])
+                        np.full((count, size_px, size_px), np.nan, np.float16),
+                        np.full((count, size_px, size_px), UNKNOWN_LABEL, np.uint8), [])
 
     def concatenate(self, other: CropPool) -> CropPool:
         return CropPool(np.concatenate([self.inputs, other.inputs]), np.concatenate([self.valid, other.valid]),
-                        np.concatenate([self.ground, other.ground]), self.source_ids + other.source_ids)
+                        np.concatenate([self.ground, other.ground]), np.concatenate([self.labels, other.labels]),
+                        self.source_ids + other.source_ids)
 
 
 @dataclass
 class _Raster:
-    """A loaded source: elevation, validity, optional DTM, its grid and excluded pixel boxes."""
+    """A loaded source: elevation, validity, optional DTM and class labels, its grid and excluded pixel boxes."""
 
     id: str
     elevation: np.ndarray
@@ -86,6 +94,7 @@ class _Raster:
     dtm: np.ndarray | None
     pixel_size_m: float
     excluded: list[tuple[int, int, int, int]]  # (row0, col0, row1, col1) windows that must not be cropped
+    labels: np.ndarray | None = None  # uint8 class codes (see CropPool), UNKNOWN_LABEL where unknown
 
 
 def _excluded_windows(dem: DemRaster, regions: list[tuple[str, tuple[float, float, float, float]]]
@@ -125,11 +134,13 @@ def load_rasters(sources: list[DemSource], size_px: int,
 
 def crops_from(rasters: list[_Raster], size_px: int, recipe: str, count: int, rng: np.random.Generator,
                min_valid_fraction: float = 0.5, input_dtm: bool = True, progress: bool = False,
-               desc: str = "cutting pre-training crops") -> CropPool:
+               desc: str = "cutting pre-training crops", coarsen: Sequence[int] = ()) -> CropPool:
     """``count`` random crops over ``rasters`` (weighted by valid area), avoiding excluded windows.
 
     With ``input_dtm`` False the inputs are normalised without the DTM (relief from the
     morphological ground estimate), as a DSM-only user's would be; the DTM then only makes targets.
+    With ``coarsen`` factors (resolution augmentation) crop ``i`` is cut at factor
+    ``(1, *coarsen)[i % (1 + len(coarsen))]`` x the pixel size (:func:`_cut`).
     """
     from tqdm.auto import tqdm
 
@@ -152,20 +163,32 @@ def crops_from(rasters: list[_Raster], size_px: int, recipe: str, count: int, rn
             if valid.mean() < min_valid_fraction or _touches(raster.excluded, row, col, size_px):
                 continue
             i = len(pool.source_ids)
-            dtm = None if raster.dtm is None else raster.dtm[window]
-            pool.inputs[i] = normalise_tile(raster.elevation[window], valid, recipe, raster.pixel_size_m,
-                                            dtm if input_dtm else None)
-            pool.valid[i] = valid
-            if dtm is not None:
-                pool.ground[i] = np.where(valid & np.isfinite(dtm), (raster.elevation[window] - dtm) / RELIEF_SCALE_M,
-                                          np.nan)
+            _cut(raster, window, (1, *coarsen)[i % (1 + len(coarsen))], recipe, input_dtm, pool, i)
             pool.source_ids.append(raster.id)
             bar.update(1)
     return pool
 
 
+def _cut(raster: _Raster, window: tuple[slice, slice], factor: int, recipe: str, input_dtm: bool, pool: CropPool,
+         i: int) -> None:
+    """Write crop ``i`` of ``pool``: ``window`` of ``raster`` as a DEM of ``factor`` x its pixel size would show it.
+
+    As training's resolution augmentation (:func:`demseg.data.augment.coarsened`): elevation and
+    DTM are coarsened, the labels are kept, and pixels that the coarse DEM leaves invalid become
+    unknown.
+    """
+    elevation, valid = coarsened(raster.elevation[window], raster.valid[window], factor)
+    dtm = None if raster.dtm is None else coarsened(raster.dtm[window], np.isfinite(raster.dtm[window]), factor)[0]
+    pool.inputs[i] = normalise_tile(elevation, valid, recipe, raster.pixel_size_m, dtm if input_dtm else None)
+    pool.valid[i] = valid
+    if dtm is not None:
+        pool.ground[i] = np.where(valid & np.isfinite(dtm), (elevation - dtm) / RELIEF_SCALE_M, np.nan)
+    if raster.labels is not None:
+        pool.labels[i] = np.where(valid, raster.labels[window], UNKNOWN_LABEL)
+
+
 def synthetic_rasters(seed: int, scenes: int, size_px: int, pixel_size_m: float = 0.5) -> list[_Raster]:
-    """``scenes`` freshly generated synthetic scenes (in memory), each with its DTM."""
+    """``scenes`` freshly generated synthetic scenes (in memory), each with its DTM and class labels."""
     from demseg.data.synth import generate_scene, scene_seed
 
     rasters = []
@@ -173,5 +196,5 @@ def synthetic_rasters(seed: int, scenes: int, size_px: int, pixel_size_m: float 
         scene = generate_scene(scene_seed(seed, index), size_px=size_px, pixel_size_m=pixel_size_m)
         valid = np.isfinite(scene.dsm)
         rasters.append(_Raster(f"synthetic/{seed}/{index}", scene.dsm.astype(np.float32), valid,
-                               scene.dtm.astype(np.float32), pixel_size_m, []))
+                               scene.dtm.astype(np.float32), pixel_size_m, [], scene.labels))
     return rasters
