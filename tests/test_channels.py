@@ -72,7 +72,7 @@ def test_texture_window_is_in_metres_so_resolutions_agree():
     assert np.median(rough_fine[::2, ::2][canopy]) == pytest.approx(np.median(rough_coarse[canopy]), rel=0.35)
 
 
-@pytest.mark.parametrize("recipe", ["roughness", "planarity", "curvature", "relief+slope+roughness"])
+@pytest.mark.parametrize("recipe", ["roughness", "planarity", "curvature", "microrelief", "relief+slope+roughness"])
 def test_texture_channels_ignore_nodata_values_and_keep_zero_metres(recipe):
     elevation, _, _ = _roof_and_canopy()
     valid = np.ones_like(elevation, bool)
@@ -252,3 +252,16 @@ def test_data_check_lists_channels_and_the_vegetation_share(tmp_path, capsys):
     header, row = capsys.readouterr().out.strip().splitlines()[:2]
     assert "vegetation %" in header and "channels" in header
     assert " fml " in f" {row} " and "ok" in row
+
+
+def test_microrelief_shows_a_kerb_on_the_ground_model_and_not_a_flat_road():
+    ground = np.zeros((64, 64), np.float32)
+    ground[:, 32:] = 0.15  # a 15 cm kerb between road and pavement
+    elevation = ground.copy()
+    elevation[40:60, 40:60] += 9.0  # a building on the pavement: the DTM hides it
+    valid = np.ones_like(ground, bool)
+    micro = normalise_tile(elevation, valid, "microrelief", 0.5, dtm=ground)[0]
+    assert micro[:, 30:32].mean() < -0.15 < 0.15 < micro[:, 32:34].mean()  # the step, on both sides
+    assert np.abs(micro[:, :20]).max() < 1e-3 and np.abs(micro[45:55, 45:55]).max() < 0.01
+    no_dtm = normalise_tile(elevation, valid, "microrelief", 0.5)[0]
+    assert no_dtm.max() == 2.0  # without a DTM, building edges saturate the channel

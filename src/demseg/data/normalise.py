@@ -21,6 +21,9 @@ Channels:
   1 where the surface is a plane (flat or tilted), low in canopy and at jagged edges.
 - ``curvature``: Laplacian of the surface smoothed over ~1 m, in 1/m, clipped to [-2, 2]: ridges
   and crowns convex (negative), gutters and gaps concave (positive).
+- ``microrelief``: the ground surface (the DTM where one is given, else the elevation) minus its
+  Gaussian smoothing over ``MICRORELIEF_SIGMA_M``, in units of 0.25 m, clipped to [-2, 2]: kerbs
+  (10-15 cm steps), road cambers and ditches, which a road follows and open ground does not.
 Texture channels read only the elevation, so every DEM has them; their window is in metres, so
 a 2 m DEM resampled to 0.5 m is measured at the same ground scale as a 0.5 m one.
 - LiDAR channels, read from the scene's ``channels`` rasters (see ``demseg rasterize``):
@@ -41,6 +44,8 @@ RELIEF_SCALE_M = 10.0  # relief is divided by this so typical building heights l
 GROUND_WINDOW_M = 60.0  # opening window: wider than most buildings, so roofs are removed from "ground"
 TEXTURE_WINDOW_M = 3.0  # plane-fit window: a few crowns' worth of canopy, still inside most roofs
 CURVATURE_SIGMA_M = 1.0
+MICRORELIEF_SIGMA_M = 1.0
+MICRORELIEF_SCALE_M = 0.25
 
 
 def _minmax(elevation: np.ndarray, valid: np.ndarray, **_) -> np.ndarray:
@@ -166,6 +171,16 @@ def _curvature(elevation: np.ndarray, valid: np.ndarray, pixel_size_m: float, **
     return np.clip(laplacian, -2.0, 2.0)
 
 
+def _microrelief(elevation: np.ndarray, valid: np.ndarray, pixel_size_m: float, dtm: np.ndarray | None = None,
+                 **_) -> np.ndarray:
+    surface, known = elevation, valid
+    if dtm is not None and np.isfinite(dtm[valid]).any():
+        surface, known = dtm, valid & np.isfinite(dtm)
+    z = _nearest_filled(surface, known)
+    smooth = ndimage.gaussian_filter(z, max(0.5, MICRORELIEF_SIGMA_M / pixel_size_m), mode="nearest")
+    return np.clip((z - smooth) / MICRORELIEF_SCALE_M, -2.0, 2.0)
+
+
 def _extra(name: str, extras: dict[str, np.ndarray] | None) -> np.ndarray:
     if not extras or name not in extras:
         raise DemsegError(f"recipe channel {name!r} needs a {name!r} raster in the scene's channels "
@@ -219,6 +234,7 @@ CHANNELS = {
     "roughness": _roughness,
     "planarity": _planarity,
     "curvature": _curvature,
+    "microrelief": _microrelief,
     "returns": _returns,
     "fml": _fml,
     "vegshare": _vegshare,
