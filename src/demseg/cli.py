@@ -389,6 +389,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(commands) -> None:
+    p = commands.add_parser("export", help="export a run's network (ONNX) for other runtimes",
+                            description="Write the run's whole network (backbone and head, or the UNet) as ONNX: "
+                                        "normalised windows (N, C, T, T) in, logits (N, K, T, T) out, dynamic "
+                                        "batch. demseg predict RUN ... --engine onnx then runs it in onnxruntime.")
+    p.add_argument("run", help="run folder made by demseg train")
+    p.add_argument("--onnx", action="store_true", required=True, help="export as ONNX (the one format today)")
+    p.add_argument("--out", help="file to write (default RUN/model.onnx)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from demseg.predict.onnx import export_onnx
+
+    print(export_onnx(args.run, args.out))
+    return 0
+
+
 # ---------------------------------------------------------------- the command tree
 
 
@@ -401,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     for add in (_add_synth, _add_data, _add_rasterize, _add_pretrain, _add_train, _add_evaluate, _add_experiment, _add_report,
-                _add_demo, _add_probe, _add_predict):
+                _add_demo, _add_probe, _add_predict, _add_export):
         add(commands)
     return parser
 

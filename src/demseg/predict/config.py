@@ -7,10 +7,12 @@ from these fields.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 # what decides the content of a scene's outputs: a done record made with other values does not count
-OUTPUT_FIELDS = ("overlap", "tta", "min_area_m2", "simplify_m", "regularise", "bridge_gap_m", "min_spur_m")
+OUTPUT_FIELDS = ("overlap", "tta", "min_area_m2", "simplify_m", "regularise", "bridge_gap_m", "min_spur_m", "engine")
 
 
 class PredictConfig(BaseModel):
@@ -21,6 +23,9 @@ class PredictConfig(BaseModel):
                                                          "blended with a Hann weight.")
     tta: bool = Field(False, description="Average the 8 flips and rotations of every window (8x slower).")
     batch_size: int = Field(8, gt=0, description="Windows per forward pass.")
+    engine: Literal["torch", "onnx"] = Field(
+        "torch", description="What runs the network: torch, or onnxruntime on the run's model.onnx (made by "
+                             "demseg export RUN --onnx); normalising, blending and vectorising are the same.")
     block_rows: int | None = Field(None, gt=0, description="Rows per vectorising block (default: ~4 Mpx blocks).")
     halo_px: int = Field(128, ge=0, description="Rows of context above and below a block when "
                                                             "tracing road centrelines (wider than any road).")

@@ -142,7 +142,7 @@ def predict_many(run, inputs: Iterable[str | os.PathLike | DemInput], out_dir: s
     """
     config = config or PredictConfig()
     sources = scene_inputs(inputs, dtm_path, band, crs)
-    loaded = resolve_run(run)
+    loaded = resolve_run(run, config.engine)
     window_stride(loaded.config.tile_size_px, config.overlap)
     out_dir = make_dir(out_dir)
     for source in sources:

@@ -31,6 +31,7 @@ from demseg.io.folders import folder_lock, make_dir, os_error_message
 from demseg.io.styles import default_styles
 from demseg.io.vector import write_gpkg
 from demseg.predict.config import PredictConfig
+from demseg.predict.onnx import ONNX_FILE, load_onnx_run
 from demseg.predict.outputs import output_paths, write_cog, write_done, write_preview
 from demseg.predict.sliding import DemInput, StageTimer, as_input, predict_rasters, window_stride
 from demseg.predict.vectorise import vectorise_mask
@@ -88,8 +89,11 @@ def _training_crs(run_dir: Path) -> list[str]:
         return []
 
 
-def resolve_run(run) -> LoadedRun:
-    """A :class:`LoadedRun` from a run folder, a (model, config) pair or a LoadedRun (returned as is)."""
+def resolve_run(run, engine: str = "torch") -> LoadedRun:
+    """A :class:`LoadedRun` from a run folder, a (model, config) pair or a LoadedRun (returned as is).
+
+    With ``engine="onnx"`` a run folder's network is its exported ``model.onnx`` in onnxruntime.
+    """
     if isinstance(run, LoadedRun):
         return run
     if isinstance(run, tuple) and len(run) == 2 and isinstance(run[1], TrainConfig):
@@ -99,10 +103,11 @@ def resolve_run(run) -> LoadedRun:
     if not isinstance(run, (str, os.PathLike)):
         raise TypeError(f"run must be a run folder or a (model, TrainConfig) pair, got {type(run).__name__}")
     run_dir = Path(run).resolve()
-    stamps = tuple((run_dir / name).stat().st_mtime_ns if (run_dir / name).exists() else 0 for name in RUN_FILES)
-    key = (str(run_dir), stamps)
+    stamps = tuple((run_dir / name).stat().st_mtime_ns if (run_dir / name).exists() else 0
+                   for name in (*RUN_FILES, ONNX_FILE))
+    key = (str(run_dir), stamps, engine)
     if key not in _LOADED:
-        model, config = load_run(run_dir)
+        model, config = load_onnx_run(run_dir) if engine == "onnx" else load_run(run_dir)
         _LOADED.clear()
         _LOADED[key] = LoadedRun(model, config, str(run_dir), _run_digest(run_dir), _training_crs(run_dir))
     return _LOADED[key]
@@ -175,7 +180,7 @@ def predict_scene(run, dem_path: str | os.PathLike | DemInput, out_dir: str | os
     ``<stem>_vectors.gpkg``, ``<stem>_preview.png`` and ``<stem>_done.json`` (written last).
     """
     config = config or PredictConfig()
-    loaded = resolve_run(run)
+    loaded = resolve_run(run, config.engine)
     source = as_input(dem_path, dtm_path)
     window_stride(loaded.config.tile_size_px, config.overlap)
     grid = source.grid()
