@@ -149,7 +149,7 @@ def test_score_on_other_datasets_adds_a_row_per_dataset_and_a_pooled_row(world, 
     assert all(p["raised_fp"] == sum(r["raised_fp"] for r in elsewhere if r["label"] == p["label"]) for p in pooled)
     assert all(r["raised_negatives"] > 0 and 0 <= r["raised_fp_rate"] <= 1 for r in elsewhere)
     summary = (tmp_path / "exp" / "summary.md").read_text()
-    assert "## Scored on pooled" in summary and "minus unet" in summary
+    assert "## Scored on pooled" in summary and "minus unet" in summary and "Raised false-positive rate" in summary
     header = (tmp_path / "exp" / "results.csv").read_text().splitlines()[0]
     assert "scored_on" in header
 

@@ -55,8 +55,9 @@ def group_results(rows: list[dict], metric: str = "iou", scored_on: str = "valid
     """{(task, model label): {train_tiles: [metric per seed]}} for the rows scored on one dataset."""
     grouped: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        if row.get("scored_on", "validation") == scored_on and metric in row and row[metric] not in ("", None):
-            grouped[(row["task"], label_of(row))][int(row["train_tiles"])].append(float(row[metric]))
+        value = row.get(metric)
+        if row.get("scored_on", "validation") == scored_on and value not in ("", None) and not math.isnan(float(value)):
+            grouped[(row["task"], label_of(row))][int(row["train_tiles"])].append(float(value))
     return grouped
 
 
@@ -118,6 +119,10 @@ def write_summary(rows: list[dict], path: Path, title: str, notes: list[str], re
         differences = paired_differences(rows, reference, "iou", name)
         if differences:
             text += [f"Paired by seed, each model minus {reference}:", "", differences, ""]
+        if group_results(rows, "raised_fp_rate", name):
+            text += ["Raised false-positive rate, %: the share of non-target pixels more than 2.5 m above ground "
+                     "(trees, mostly) marked as the target (lower is better):", "",
+                     summary_table(rows, "raised_fp_rate", name), ""]
     text += [f"- {note}" for note in notes]
     return write_text_atomic(path, "\n".join(text) + "\n")
 
