@@ -28,18 +28,20 @@ from demseg.train.config import TrainConfig
 from demseg.train.run import load_run, read_run_config
 
 ONNX_FILE = "model.onnx"
-WEIGHT_FILES = ("config.json", "model.safetensors", "backbone.safetensors")
+RUN_FILES = ("config.json", "model.safetensors", "backbone.safetensors")  # what defines a run's network
 OPSET = 18
 
 
 def run_weights_digest(run_dir: Path) -> str:
-    """SHA-256 over the files that define a run's network."""
+    """SHA-256 over the files that define a run's network (read in chunks)."""
     digest = hashlib.sha256()
-    for name in WEIGHT_FILES:
+    for name in RUN_FILES:
         path = run_dir / name
         if path.exists():
             digest.update(name.encode())
-            digest.update(path.read_bytes())
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
     return digest.hexdigest()
 
 

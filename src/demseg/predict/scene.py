@@ -31,7 +31,7 @@ from demseg.io.folders import folder_lock, make_dir, os_error_message
 from demseg.io.styles import default_styles
 from demseg.io.vector import write_gpkg
 from demseg.predict.config import PredictConfig
-from demseg.predict.onnx import ONNX_FILE, load_onnx_run
+from demseg.predict.onnx import ONNX_FILE, RUN_FILES, load_onnx_run, run_weights_digest
 from demseg.predict.outputs import output_paths, write_cog, write_done, write_preview
 from demseg.predict.sliding import DemInput, StageTimer, as_input, predict_rasters, window_stride
 from demseg.predict.vectorise import vectorise_mask
@@ -40,7 +40,6 @@ from demseg.train.run import check_resolution, load_run
 
 logger = logging.getLogger("demseg.predict")
 
-RUN_FILES = ("config.json", "model.safetensors", "backbone.safetensors")
 
 
 @dataclass
@@ -58,18 +57,6 @@ _LOADED: dict[tuple, LoadedRun] = {}  # per process: a worker loads each run onc
 
 
 GDAL_CACHE_MB = 256  # MB; GDAL reads values below 100000 as megabytes
-
-
-def _run_digest(run_dir: Path) -> str:
-    digest = hashlib.sha256()
-    for name in RUN_FILES:
-        path = run_dir / name
-        if path.exists():
-            digest.update(name.encode())
-            with open(path, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _model_digest(model: nn.Module, config: TrainConfig) -> str:
@@ -109,7 +96,7 @@ def resolve_run(run, engine: str = "torch") -> LoadedRun:
     if key not in _LOADED:
         model, config = load_onnx_run(run_dir) if engine == "onnx" else load_run(run_dir)
         _LOADED.clear()
-        _LOADED[key] = LoadedRun(model, config, str(run_dir), _run_digest(run_dir), _training_crs(run_dir))
+        _LOADED[key] = LoadedRun(model, config, str(run_dir), run_weights_digest(run_dir), _training_crs(run_dir))
     return _LOADED[key]
 
 
