@@ -152,7 +152,7 @@ def test_the_vegetation_class_is_an_auxiliary_target_not_a_task(tmp_path):
 
 
 def _train(spec, out, recipe):
-    return ["train", spec, "--model", "unet", "--unet-width", "4", "--tile-size-px", TILE, "--train-tiles", "2",
+    return ["train", "--paper", spec, "--model", "unet", "--unet-width", "4", "--tile-size-px", TILE, "--train-tiles", "2",
             "--val-tiles", "2", "--iters", "2", "--val-every", "2", "--min-train-fraction", "0.3",
             "--recipe", recipe, "--out", out, "--quiet"]
 

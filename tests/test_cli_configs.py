@@ -13,13 +13,18 @@ from demseg.lidar import RasterizeConfig
 from demseg.predict.config import PredictConfig
 from demseg.pretrain.mae import PretrainConfig
 from demseg.train.config import TrainConfig
+from demseg.train.presets import preset_config
 
 CASES = [
-    (["train", "spec.yaml", "--out", "o"], "train", TrainConfig()),
+    (["train", "spec.yaml", "--out", "o"], "train", preset_config("recommended")),
+    (["train", "spec.yaml", "--out", "o", "--task", "roads"], "train", preset_config("recommended", task="roads")),
+    (["train", "spec.yaml", "--out", "o", "--paper"], "train", TrainConfig()),
+    (["train", "spec.yaml", "--out", "o", "--mix", "none", "--coarsen", "none", "--auxiliary", "none"], "train",
+     preset_config("recommended", mix=None, coarsen=[], auxiliary=[])),
     (["train", "spec.yaml", "--out", "o", "--model", "unet", "--iters", "7", "--no-cache", "--recipe", "minmax",
-      "--neck-width", "0", "--backbone-weights", "random", "--train-tiles", "50"], "train",
-     TrainConfig(model="unet", iters=7, cached=False, recipe="minmax", neck_width=0, backbone_weights="random",
-                 train_tiles=50)),
+      "--neck-width", "0", "--backbone-weights", "random", "--train-tiles", "50", "--finetune", "none"], "train",
+     preset_config("recommended", model="unet", iters=7, cached=False, recipe="minmax", neck_width=0,
+                   backbone_weights="random", train_tiles=50, finetune="none")),
     (["experiment", "spec.yaml", "--out", "o"], "experiment", ExperimentConfig()),
     (["experiment", "spec.yaml", "--out", "o", "--task", "buildings,roads", "--models", "unet", "--seeds", "5",
       "--train-tiles", "10,50", "--iters", "500", "--head-width", "32"], "experiment",
@@ -77,3 +82,14 @@ def test_cli_help_shows_the_config_defaults_and_descriptions(capsys):
     field = TrainConfig.model_fields["head_width"]
     assert f"(default {field.default})" in text
     assert " ".join(field.description.split())[:40] in text
+
+
+def test_the_recommended_preset_differs_from_the_papers_model_and_says_so_in_help(capsys):
+    recommended = parse_configs(["train", "spec.yaml", "--out", "o"])["train"]
+    assert (recommended.model, recommended.mix, recommended.coarsen) == ("unet", "rehearsal", [2, 4])
+    assert recommended.auxiliary == ["vegetation"] and "roughness" in recommended.recipe
+    assert parse_configs(["train", "spec.yaml", "--out", "o", "--paper", "--iters", "5"])["train"] == TrainConfig(iters=5)
+    with pytest.raises(SystemExit):
+        parse_configs(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default recommended: unet; paper: mae-upernet)" in text

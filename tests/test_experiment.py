@@ -206,7 +206,7 @@ def test_score_on_a_spec_that_shares_files_with_the_training_spec_is_refused(wor
 def test_resolution_augmentation_factors_below_two_are_refused(world, tmp_path, capsys, factors):
     from demseg.cli import main
 
-    code = main(["train", str(world), "--model", "unet", "--train-tiles", "2", "--iters", "2", "--coarsen", factors,
+    code = main(["train", "--paper", str(world), "--model", "unet", "--train-tiles", "2", "--iters", "2", "--coarsen", factors,
                  "--quiet", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "coarsen" in err[0] and not (tmp_path / "run").exists()

@@ -61,7 +61,7 @@ def spec(scene_dir):
 
 
 def train_argv(spec, out, *extra):
-    return ["train", spec, "--model", "unet", "--unet-width", "4", "--tile-size-px", TILE, "--train-tiles", "2",
+    return ["train", "--paper", spec, "--model", "unet", "--unet-width", "4", "--tile-size-px", TILE, "--train-tiles", "2",
             "--val-tiles", "2", "--iters", "2", "--val-every", "2", "--min-train-fraction", "0.3", "--out", out,
             "--quiet", *extra]
 

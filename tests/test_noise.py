@@ -145,7 +145,33 @@ def test_a_road_class_can_be_several_codes(tmp_path):
 
 def test_a_road_class_that_matches_no_label_code_is_one_line(tmp_path, capsys):
     spec = _coded_scene(tmp_path, "{buildings: 1, roads: [21, 22]}")
-    one_line_error(capsys, ["train", spec, "--task", "roads", "--model", "unet", "--tile-size-px", 32,
+    one_line_error(capsys, ["train", "--paper", spec, "--task", "roads", "--model", "unet", "--tile-size-px", 32,
                             "--out", tmp_path / "run", "--quiet"], "no pixel of any scene is labelled roads")
     assert not (tmp_path / "run").exists() or not [p for p in (tmp_path / "run").iterdir()
                                                     if not p.name.startswith(".demseg")]
+
+
+def _row(label, seed, iou, task="roads", budget=10):
+    return {"task": task, "model": label.split("+")[0], "backbone_weights": "-", "label": label,
+            "train_tiles": budget, "seed": seed, "iou": iou, "scored_on": "validation"}
+
+
+def test_noise_curves_pair_each_noisy_run_with_the_clean_run_of_its_seed(tmp_path):
+    from demseg.evaluate.report import noise_curves, noise_table, plot_noise, split_noise
+
+    assert split_noise("unet+noise-drop0.3") == ("unet", {"drop": 0.3})
+    assert split_noise("mae-detail@dem-tiny+noise-drop0.3-shift1.5") == ("mae-detail@dem-tiny",
+                                                                         {"drop": 0.3, "shift": 1.5})
+    assert split_noise("unet+mix-world_v3") == ("unet+mix-world_v3", {})
+    rows = [_row("unet", 0, 0.60), _row("unet", 1, 0.50),
+            _row("unet+noise-drop0.3", 0, 0.55), _row("unet+noise-drop0.3", 1, 0.40),
+            _row("unet+noise-drop0.6", 0, 0.30),
+            _row("unet+noise-drop0.3-shift1", 0, 0.10)]  # several kinds at once: not on a one-kind curve
+    curves = noise_curves(rows)
+    assert curves == {("roads", 10, "unet", "drop"): {0.0: {0: 0.60, 1: 0.50}, 0.3: {0: 0.55, 1: 0.40},
+                                                      0.6: {0: 0.30}}}
+    table = noise_table(rows)
+    # losses paired by seed: 0.05, 0.10 (drop 0.3) and 0.30 (drop 0.6): mean 15.0 points
+    assert "| roads | 10 | unet | 55.0" in table and "| 15.0 ± " in table and "(n=3) |" in table
+    assert plot_noise(rows, tmp_path / "noise.png").stat().st_size > 0
+    assert plot_noise([_row("unet", 0, 0.6)], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()

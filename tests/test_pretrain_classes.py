@@ -138,7 +138,7 @@ def test_classes_pretraining_through_the_cli_feeds_a_frozen_encoder_to_a_tiny_tr
 
     world = generate_world(tmp_path / "world", scenes=2, size_px=128, seed=3, val_fraction=0.5, progress=False)
     run = tmp_path / "run"
-    code = main(["train", str(world), "--backbone-weights", str(out / "encoder.safetensors"), "--tile-size-px", "64",
+    code = main(["train", "--paper", str(world), "--backbone-weights", str(out / "encoder.safetensors"), "--tile-size-px", "64",
                  "--iters", "2", "--val-every", "2", "--train-tiles", "2", "--val-tiles", "2", "--head-width", "16",
                  "--neck-width", "16", "--batch-size", "2", "--views", "1", "--backbone-dtype", "fp32",
                  "--out", str(run), "--quiet"])

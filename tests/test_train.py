@@ -101,7 +101,7 @@ def test_train_run_writes_a_complete_reproducible_run_folder(world, tmp_path):
 def test_unet_trains_and_evaluates_on_the_validation_scenes(world, tmp_path, capsys):
     from demseg.cli import main
 
-    code = main(["train", str(world), "--model", "unet", "--train-tiles", "4", "--iters", "4", "--val-every", "2",
+    code = main(["train", "--paper", str(world), "--model", "unet", "--train-tiles", "4", "--iters", "4", "--val-every", "2",
                  "--tile-size-px", str(TILE), "--unet-width", "4", "--val-tiles", "6", "--out", str(tmp_path / "u"),
                  "--quiet"])
     assert code == 0
@@ -144,7 +144,7 @@ def test_bad_training_inputs_give_one_line_and_exit_2(world, tmp_path, capsys, a
 
         torch.save({"model": Evil()}, tmp_path / "evil.pth")
         argv[argv.index("PICKLE")] = str(tmp_path / "evil.pth")
-    code = main(["train", spec, "--tile-size-px", str(TILE), "--iters", "2", "--train-tiles", "2",
+    code = main(["train", "--paper", spec, "--tile-size-px", str(TILE), "--iters", "2", "--train-tiles", "2",
                  "--out", str(tmp_path / "run"), "--quiet", *argv])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
@@ -192,7 +192,7 @@ def test_validation_tiles_do_not_depend_on_the_training_budget(world, tmp_path):
     val_ids = []
     for budget in ("2", "8"):
         out = tmp_path / f"run{budget}"
-        code = main(["train", str(auto), "--model", "unet", "--train-tiles", budget, "--iters", "2", "--val-every", "2",
+        code = main(["train", "--paper", str(auto), "--model", "unet", "--train-tiles", budget, "--iters", "2", "--val-every", "2",
                      "--tile-size-px", str(TILE), "--unet-width", "4", "--val-tiles", "6", "--out", str(out),
                      "--quiet"])
         assert code == 0
@@ -266,7 +266,7 @@ def test_init_starts_from_another_run_and_refuses_a_mismatch(world, tmp_path, ca
     saved, _ = load_run(tmp_path / "synthetic")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values(),
                                                   strict=True))
-    base = ["train", str(world), "--tile-size-px", str(TILE), "--iters", "2", "--train-tiles", "2", "--unet-width",
+    base = ["train", "--paper", str(world), "--tile-size-px", str(TILE), "--iters", "2", "--train-tiles", "2", "--unet-width",
             "4", "--out", str(tmp_path / "run"), "--quiet", "--init", str(tmp_path / "synthetic")]
     for extra, pattern in ((["--model", "unet", "--recipe", "minmax"], "recipe"),
                            (["--model", "unet", "--task", "roads"], "task"),
@@ -318,7 +318,7 @@ def test_a_shipped_starting_point_names_its_encoder_instead_of_copying_it(world,
 def test_finetuning_more_blocks_than_the_encoder_has_is_one_line(world, tmp_path, capsys):
     from demseg.cli import main
 
-    code = main(["train", str(world), "--tile-size-px", str(TILE), "--iters", "2", "--train-tiles", "2",
+    code = main(["train", "--paper", str(world), "--tile-size-px", str(TILE), "--iters", "2", "--train-tiles", "2",
                  "--finetune", "top-13", "--backbone-weights", "random", "--out", str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "top 13 blocks of a 12-block" in err and len(err.strip().splitlines()) == 1

@@ -104,14 +104,26 @@ def _default_text(field) -> str:
     return "none" if default is None else str(default)
 
 
+def none_or(parse):
+    """An argparse type: ``none`` (any case) for an empty list or no value, else ``parse(text)``."""
+    def parse_or_none(text: str):
+        return "none" if text.strip().lower() == "none" else parse(text)
+    return parse_or_none
+
+
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type[BaseModel], fields: list[str],
-                     flags: dict[str, str] | None = None) -> None:
-    """Add a flag per field of ``config_class``; ``flags`` renames some (e.g. {"tasks": "--task"})."""
+                     flags: dict[str, str] | None = None, default_texts: dict[str, str] | None = None) -> None:
+    """Add a flag per field of ``config_class``; ``flags`` renames some (e.g. {"tasks": "--task"}).
+
+    ``default_texts`` replaces the default shown in the help of some fields (where a preset sets it).
+    Lists and optional fields take ``none`` (an empty list, no value), so a preset's value can be undone.
+    """
     for name in fields:
         field = config_class.model_fields[name]
         flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
         help_text = field.description or ""
-        kind, _ = _field_type(field)
+        kind, optional = _field_type(field)
+        shown = (default_texts or {}).get(name) or _default_text(field)
         if kind is bool:
             default = field.get_default()
             if default:  # the flag turns the field off, so its help says what turning it off does
@@ -120,21 +132,30 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type[BaseMod
                                 default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
             continue
         options: dict = {"dest": name, "default": argparse.SUPPRESS,
-                         "help": f"{help_text} (default {_default_text(field)})".replace("%", "%%")}
+                         "help": f"{help_text} (default {shown})".replace("%", "%%")}
         if typing.get_origin(kind) is Literal:
             options["choices"] = list(typing.get_args(kind))
         elif typing.get_origin(kind) is list:
             item = typing.get_args(kind)[0]
-            options["type"] = list_of(_scalar_parser(item, []) if item in (int, float) else str)
+            options["type"] = none_or(list_of(_scalar_parser(item, []) if item in (int, float) else str))
             options["metavar"] = "A,B,..."
         else:
             options["type"] = _scalar_parser(kind, field.metadata)
+            if optional:
+                options["type"] = none_or(options["type"])
         parser.add_argument(flag, **options)
 
 
 def config_values(args: argparse.Namespace, config_class: type[BaseModel]) -> dict:
-    """The values the user gave on the command line for fields of ``config_class``."""
-    return {name: value for name, value in vars(args).items() if name in config_class.model_fields}
+    """The values the user gave on the command line for fields of ``config_class`` (``none`` made [] or None)."""
+    values = {name: value for name, value in vars(args).items() if name in config_class.model_fields}
+    for name, value in values.items():
+        kind, optional = _field_type(config_class.model_fields[name])
+        if value == "none" and typing.get_origin(kind) is list:
+            values[name] = []
+        elif value == "none" and optional and typing.get_origin(kind) is not Literal:
+            values[name] = None
+    return values
 
 
 def config_from_args(config_class: type[BaseModel], args: argparse.Namespace, **fixed):

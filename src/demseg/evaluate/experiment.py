@@ -24,7 +24,7 @@ from demseg.data.spec import load_spec
 from demseg.data.tiles import Tile, eligible_tiles, training_subset
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
-from demseg.evaluate.report import plot_curves, write_preview, write_results_csv, write_summary
+from demseg.evaluate.report import plot_curves, plot_noise, write_preview, write_results_csv, write_summary
 from demseg.evaluate.scenes import SceneWindows, scene_windows, score_windows
 from demseg.io.atomic import write_text_atomic
 from demseg.io.folders import out_dir
@@ -346,6 +346,7 @@ def _write_outputs(out: Path, rows: list[dict], config: ExperimentConfig, data: 
              "95 % CI: Student t over seeds; cells with n=1 have no interval."]
     write_summary(rows, out / "summary.md", f"demseg experiment: {data.spec.name}", notes)
     plot_curves(rows, out / "curves.png")
+    plot_noise(rows, out / "noise.png")
     write_manifest(out / "manifest.json", json.loads(config.model_dump_json()), data.spec,
                    {"split": {t.id: t.split for t in data.tiles}}, argv=sys.argv,
                    extra={"runs": len(rows), "seconds_this_invocation": round(seconds, 1)})
@@ -366,6 +367,7 @@ def combine_experiments(folders: list[str | Path], out: str | Path, title: str =
     write_summary(rows, out / "summary.md", title, [f"experiments: {', '.join(str(f) for f in folders)}",
                                                     "95 % CI: Student t over seeds."], reference)
     plot_curves(rows, out / "curves.png")
+    plot_noise(rows, out / "noise.png")
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -123,8 +124,125 @@ def write_summary(rows: list[dict], path: Path, title: str, notes: list[str], re
             text += ["Raised false-positive rate, %: the share of non-target pixels more than 2.5 m above ground "
                      "(trees, mostly) marked as the target (lower is better):", "",
                      summary_table(rows, "raised_fp_rate", name), ""]
+    noise = noise_table(rows, "iou")
+    if noise:
+        text += ["## Label noise", "", "Validation IoU, % (mean ± 95 % CI over seeds), of runs trained on labels with one "
+                 "kind of noise (`--label-noise`), beside the same model's clean runs; the loss is paired by seed "
+                 "and averaged over the noisy settings (lower: degrades less). Curves: noise.png.", "", noise, ""]
     text += [f"- {note}" for note in notes]
     return write_text_atomic(path, "\n".join(text) + "\n")
+
+
+NOISE_SUFFIX = re.compile(r"\+noise-((?:[a-z]+[0-9.]+-?)+)$")
+NOISE_PART = re.compile(r"([a-z]+)([0-9.]+)")
+
+
+def split_noise(label: str) -> tuple[str, dict[str, float]]:
+    """A run label as (the label without label noise, {kind: amount}); e.g. unet+noise-drop0.3 -> (unet, {drop: 0.3})."""
+    match = NOISE_SUFFIX.search(label)
+    if not match:
+        return label, {}
+    return label[:match.start()], {kind: float(amount.rstrip(".")) for kind, amount in NOISE_PART.findall(match[1])}
+
+
+def noise_curves(rows: list[dict], metric: str = "iou", scored_on: str = "validation"
+                 ) -> dict[tuple[str, int, str, str], dict[float, dict[int, float]]]:
+    """{(task, train tiles, model, noise kind): {amount: {seed: metric}}} for runs with one kind of label noise.
+
+    The clean runs of the same model, task and budget are amount 0 of every kind measured for them.
+    Runs with several kinds at once (the Table 2 shape) are left out: they are not on a one-kind curve.
+    """
+    clean: dict[tuple[str, int, str], dict[int, float]] = defaultdict(dict)
+    noisy: dict[tuple[str, int, str, str], dict[float, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for row in rows:
+        value = row.get(metric)
+        if row.get("scored_on", "validation") != scored_on or value in ("", None) or math.isnan(float(value)):
+            continue
+        base, noise = split_noise(label_of(row))
+        key = (row["task"], int(row["train_tiles"]), base)
+        if not noise:
+            clean[key][int(row["seed"])] = float(value)
+        elif len(noise) == 1:
+            (kind, amount), = noise.items()
+            noisy[(*key, kind)][amount][int(row["seed"])] = float(value)
+    for (task, budget, base, _kind), amounts in noisy.items():
+        if clean.get((task, budget, base)):
+            amounts[0.0] = clean[(task, budget, base)]
+    return {key: dict(sorted(amounts.items())) for key, amounts in sorted(noisy.items())}
+
+
+def noise_table(rows: list[dict], metric: str = "iou", scored_on: str = "validation") -> str:
+    """Markdown: per task, budget and model, the metric at each noise setting and its loss to clean, paired by seed."""
+    curves = noise_curves(rows, metric, scored_on)
+    settings = sorted({(kind, amount) for (*_, kind), amounts in curves.items() for amount in amounts if amount})
+    if not settings:
+        return ""
+    models = sorted({key[:3] for key in curves})
+    header = ("| task | train tiles | model | clean | " + " | ".join(f"{k} {a:g}" for k, a in settings)
+              + " | mean loss to clean, points |")
+    lines = [header, "|" + "---|" * (len(settings) + 5)]
+    for task, budget, base in models:
+        cells, losses = [], []
+        clean = next((amounts[0.0] for key, amounts in curves.items() if key[:3] == (task, budget, base)
+                      and 0.0 in amounts), {})
+        cells.append(_cell(list(clean.values())))
+        for kind, amount in settings:
+            values = curves.get((task, budget, base, kind), {}).get(amount, {})
+            cells.append(_cell(list(values.values())))
+            losses += [clean[seed] - value for seed, value in values.items() if seed in clean]
+        mean, half = mean_ci95(losses)
+        loss = "-" if not losses else (f"{100 * mean:.1f}" + ("" if math.isnan(half) else f" ± {100 * half:.1f}")
+                                       + f" (n={len(losses)})")
+        lines.append(f"| {task} | {budget} | {base} | " + " | ".join(cells) + f" | {loss} |")
+    return "\n".join(lines)
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, half = mean_ci95(values)
+    return f"{100 * mean:.1f} (n={len(values)})" if math.isnan(half) else \
+        f"{100 * mean:.1f} ± {100 * half:.1f} (n={len(values)})"
+
+
+def plot_noise(rows: list[dict], path: Path, metric: str = "iou", scored_on: str = "validation") -> Path | None:
+    """noise.png: metric against the amount of each kind of label noise, one line per model (95 % CI bands).
+
+    Returns None (and writes nothing) when no run has one kind of label noise.
+    """
+    curves = noise_curves(rows, metric, scored_on)
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    units = {"drop": "share of instances dropped", "shift": "largest shift, m", "width": "largest width error, m"}
+    panels = sorted({(task, kind) for task, _, _, kind in curves})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), squeeze=False)
+    budgets = {key[1] for key in curves}
+    for ax, (task, kind) in zip(axes[0], panels, strict=True):
+        for (row_task, budget, base, row_kind), amounts in curves.items():
+            if (row_task, row_kind) != (task, kind):
+                continue
+            xs = sorted(amounts)
+            stats = [mean_ci95(list(amounts[x].values())) for x in xs]
+            means = np.array([100 * m for m, _ in stats])
+            halves = np.array([0.0 if math.isnan(h) else 100 * h for _, h in stats])
+            ax.plot(xs, means, marker="o", label=base if len(budgets) == 1 else f"{base}, {budget} tiles")
+            ax.fill_between(xs, means - halves, means + halves, alpha=0.15)
+        ax.set_xlabel(units.get(kind, kind))
+        ax.set_ylabel(f"{metric.upper()} (%)")
+        ax.set_title(f"{task}: label noise '{kind}'")
+        ax.set_ylim(0, 100)  # a CI band of two seeds can reach far past the possible scores
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
 
 
 def plot_curves(rows: list[dict], path: Path, metric: str = "iou") -> Path:

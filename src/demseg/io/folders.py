@@ -20,6 +20,14 @@ from pathlib import Path
 
 from demseg.errors import DemsegError
 
+CACHE_ENV = "DEMSEG_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """demseg's cache folder: ``$DEMSEG_CACHE_DIR/demseg``, else ``$XDG_CACHE_HOME/demseg``, else ``~/.cache/demseg``."""
+    root = os.environ.get(CACHE_ENV) or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "demseg"
+
 
 def os_error_message(exc: Exception, what: str) -> str:
     """One line naming what failed and why, with a plain sentence for a full disk or a refused folder.

@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 from demseg.errors import DemsegError
+from demseg.io.folders import CACHE_ENV, cache_root  # noqa: F401 (CACHE_ENV: tests point it elsewhere)
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 DTYPE_ALIASES = {"bfloat16": "bf16", "float32": "fp32", "bf16": "bf16", "fp32": "fp32"}
 PRECISION_CHOICES = ("auto", "bf16", "fp32")
 ENV_OVERRIDE = "DEMSEG_PRECISION"
-CACHE_ENV = "DEMSEG_CACHE_DIR"
 # bf16 must win clearly: activations, norms and softmax do not speed up as much as the matmuls
 BF16_MIN_SPEEDUP = 1.3
 # (tokens of a batch of 8 tiles) x (ViT-small width) @ (width) x (MLP width): a block's biggest matmul
@@ -44,8 +44,7 @@ def cpu_name() -> str:
 
 
 def _cache_file() -> Path:
-    root = os.environ.get(CACHE_ENV) or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "demseg" / "precision.json"
+    return cache_root() / "precision.json"
 
 
 def _machine_key() -> str:

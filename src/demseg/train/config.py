@@ -51,7 +51,9 @@ class TrainConfig(ModelConfig):
                                                "architecture must match.")
     mix: str | None = Field(None, description="A second labelled dataset (e.g. a synthetic world from demseg synth) "
                                               "mixed into every batch: the model keeps what it learned there (trees "
-                                              "are not buildings, coarse DEMs) while it adapts to the few real tiles.")
+                                              "are not buildings, coarse DEMs) while it adapts to the few real tiles. "
+                                              "'rehearsal' names the recommended recipe's synthetic world, "
+                                              "generated once into the cache.")
     mix_tiles: int = Field(200, gt=0, description="Training tiles drawn from the --mix dataset's training split.")
     mix_share: float = Field(0.5, ge=0, lt=1, description="Share of each batch drawn from the --mix tiles.")
     cache_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Storage precision of cached features.")

@@ -47,16 +47,18 @@ def run_arrays(data: SplitData, config: TrainConfig) -> tuple[list[Tile], list[T
 def mix_arrays(config: TrainConfig, spec_data: SplitData, progress: bool = False) -> TileArrays | None:
     """The ``--mix`` dataset's rehearsal tiles (resampled to the run's pixel size), or None without ``--mix``.
 
-    They come from the mix dataset's training split, chosen by the split seed (the same tiles for
+    ``config.mix`` is a dataset spec or a named world (``rehearsal``: generated once into the cache,
+    :mod:`demseg.data.synth.cache`). The tiles come from the mix dataset's training split, chosen by the split seed (the same tiles for
     every training seed and budget); a mix dataset that shares a file with the run's own data is
     refused, so no validation tile can come back through it.
     """
     if not config.mix:
         return None
     from demseg.data.spec import load_spec
+    from demseg.data.synth.cache import is_named_world, named_world
     from demseg.train.manifest import spec_file_hashes
 
-    mix_spec = load_spec(Path(config.mix))
+    mix_spec = load_spec(named_world(config.mix, progress) if is_named_world(config.mix) else Path(config.mix))
     if set(spec_file_hashes(mix_spec).values()) & set(spec_file_hashes(spec_data.spec).values()):
         raise DemsegError(f"--mix {config.mix} shares files with the training data; mix in another dataset "
                           "(e.g. a synthetic world from demseg synth)")
