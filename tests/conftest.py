@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +64,35 @@ def shared_real() -> Path:
     if not SHARED_REAL.exists():
         pytest.skip(f"real data folder {SHARED_REAL} is absent (only in the project's workspace)")
     return SHARED_REAL
+
+
+@pytest.fixture
+def external_cluster(tmp_path):
+    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, torn down after the test."""
+    dask = Path(sys.executable).with_name("dask")
+    assert dask.exists(), "dask[distributed] is a dev dependency: its `dask` command line must be installed"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    logs = open(tmp_path / "cluster.log", "w")
+    processes = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                   "--no-dashboard"], stdout=logs, stderr=logs)]
+    try:
+        for _ in range(2):
+            processes.append(subprocess.Popen([str(dask), "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                               "--no-dashboard", "--memory-limit", "2GiB"], stdout=logs, stderr=logs))
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        logs.close()

@@ -253,3 +253,39 @@ def test_raised_false_positives_count_non_target_pixels_above_ground_marked_as_t
     assert scores["raised_negatives"] == 64 and scores["raised_fp"] == 64 and scores["raised_fp_rate"] == 1.0
     only_building = target.astype(np.float32)
     assert score_windows([only_building], windows, "buildings", 1.0)["raised_fp_rate"] == 0.0
+
+
+def test_the_grid_runs_on_an_external_dask_cluster_resumes_there_and_matches_a_local_run(world, tmp_path,
+                                                                                         external_cluster):
+    import torch
+
+    config = ExperimentConfig(tasks=["buildings"], models=["unet", "mae-upernet"], backbone_weights=["random"],
+                              train_tiles=[2], seeds=2, base=tiny_config(iters=4, val_every=2), preview_tiles=0)
+    remote = run_experiment(world, config, tmp_path / "remote", progress=False, scheduler=external_cluster)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the cluster's one-thread workers, so the sums run in the same order
+    try:
+        local = run_experiment(world, config, tmp_path / "local", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    key = lambda r: (r["model"], r["seed"])  # noqa: E731
+    assert sorted(map(key, remote)) == sorted(map(key, local)) and len(remote) == 4
+    for a, b in zip(sorted(remote, key=key), sorted(local, key=key), strict=True):
+        assert a["train_tile_ids"] == b["train_tile_ids"]
+        assert a["iou"] == pytest.approx(b["iou"], abs=1e-6)
+    done = sorted((tmp_path / "remote" / "runs").glob("*/metrics.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+    done[0].unlink()
+    assert len(run_experiment(world, config, tmp_path / "remote", progress=False, scheduler=external_cluster)) == 4
+    assert done[0].exists() and all(p.stat().st_mtime_ns == stamps[p] for p in done[1:])
+
+
+def test_an_unreachable_scheduler_is_one_line_and_nothing_is_trained(world, tmp_path, capsys):
+    from demseg.cli import main
+
+    code = main(["experiment", str(world), "--models", "unet", "--train-tiles", "2", "--seeds", "1", "--iters", "2",
+                 "--tile-size-px", "64", "--scheduler", "tcp://127.0.0.1:1", "--scheduler-timeout-s", "2",
+                 "--out", str(tmp_path / "exp"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Dask scheduler tcp://127.0.0.1:1" in err
+    assert not list((tmp_path / "exp").glob("runs/*/metrics.json"))

@@ -5,9 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import socket
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -358,38 +355,6 @@ def test_two_scenes_on_a_dask_cluster_match_the_single_process_run(run_dir, worl
         a, _ = read_band(single[stem]["mask"])
         b, _ = read_band(distributed[stem]["mask"])
         np.testing.assert_array_equal(a, b)
-
-
-@pytest.fixture
-def external_cluster(tmp_path):
-    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, torn down after the test."""
-    dask = Path(sys.executable).with_name("dask")
-    assert dask.exists(), "dask[distributed] is a dev dependency: its `dask` command line must be installed"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    address = f"tcp://127.0.0.1:{port}"
-    logs = open(tmp_path / "cluster.log", "w")
-    processes = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                   "--no-dashboard"], stdout=logs, stderr=logs)]
-    try:
-        for _ in range(2):
-            processes.append(subprocess.Popen([str(dask), "worker", address, "--nworkers", "1", "--nthreads", "1",
-                                               "--no-dashboard", "--memory-limit", "2GiB"], stdout=logs, stderr=logs))
-        from distributed import Client
-
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=60)
-        yield address
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        logs.close()
 
 
 def test_two_scenes_on_an_external_dask_cluster_match_the_single_process_run(run_dir, world, tmp_path,

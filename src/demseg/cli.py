@@ -285,6 +285,11 @@ def _add_experiment(commands) -> None:
     add_config_flags(p, ExperimentConfig, ["tasks", "models", "backbone_weights", "train_tiles", "seeds",
                                            "preview_tiles", "score_on"], FLAG_NAMES)
     add_config_flags(p, TrainConfig, TRAIN_FIELDS, FLAG_NAMES)
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler (e.g. tcp://host:8786): every run "
+                                       "becomes a task of that cluster; its workers must see the spec, the data "
+                                       "and --out on a shared file system (default: run here)")
+    p.add_argument("--scheduler-timeout-s", type=positive_float, default=30.0,
+                   help="seconds to wait for the Dask scheduler to answer (default 30)")
     p.add_argument("--out", required=True, help="experiment folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -295,7 +300,7 @@ def _experiment_configs(args: argparse.Namespace) -> dict:
     from demseg.evaluate.experiment import ExperimentConfig
     from demseg.train.config import TrainConfig
 
-    base = make_config(TrainConfig, {k: v for k, v in vars(args).items() if k in TRAIN_FIELDS})
+    base = make_config(TrainConfig, {k: v for k, v in config_values(args, TrainConfig).items() if k in TRAIN_FIELDS})
     return {"experiment": config_from_args(ExperimentConfig, args, base=base)}
 
 
@@ -303,7 +308,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from demseg.evaluate.experiment import format_table, run_experiment
 
     rows = run_experiment(args.spec, args.configs(args)["experiment"], args.out, overwrite=args.overwrite,
-                          progress=not args.quiet)
+                          progress=not args.quiet, scheduler=args.scheduler,
+                          scheduler_timeout_s=args.scheduler_timeout_s)
     print(format_table(rows))
     print(f"results: {args.out}/results.csv, {args.out}/summary.md, {args.out}/curves.png")
     return 0

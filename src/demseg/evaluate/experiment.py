@@ -123,8 +123,16 @@ def _open_experiment(out: Path, config: ExperimentConfig, overwrite: bool):
 
 
 def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | Path, overwrite: bool = False,
-                   progress: bool = True) -> list[dict]:
-    """Run (or resume) the protocol and write results.csv, summary.md, curves.png, previews, manifest."""
+                   progress: bool = True, scheduler: str | None = None, scheduler_timeout_s: float = 30.0
+                   ) -> list[dict]:
+    """Run (or resume) the protocol and write results.csv, summary.md, curves.png, previews, manifest.
+
+    In this process by default, the runs of each task and model sharing data and feature caches.
+    With ``scheduler`` (the address of an existing Dask scheduler) every run is a task of that
+    cluster: its workers read the data and write ``runs/<key>/metrics.json`` themselves (the
+    spec, the output folder and the data must be on a file system they share), so the grid
+    resumes from what they wrote, and a run that fails does not stop the others.
+    """
     out = Path(out)
     with _open_experiment(out, config, overwrite):
         write_text_atomic(out / "experiment.json", config.model_dump_json(indent=2))
@@ -133,22 +141,75 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
         base = base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
         plan = _plan(data, config)
         _refuse_shared_score_specs(config.score_on, data)
-        score_sets = {task: _score_sets(config, base, task, progress) for task in config.tasks}
         todo = [p for p in plan if not (out / "runs" / p["key"] / "metrics.json").exists()]
         if progress and len(todo) < len(plan):
             print(f"resuming: {len(plan) - len(todo)} of {len(plan)} runs already done")
         started = time.perf_counter()
         with tqdm(total=len(plan), initial=len(plan) - len(todo), desc="experiment", unit="run",
                   disable=not progress, position=0) as bar:
-            for task in config.tasks:
-                for arm in arms_of(config):
-                    runs = [p for p in todo if p["task"] == task and p["arm"] == arm]
-                    if runs:
-                        _run_group(data, config, base, task, arm, runs, out, progress, score_sets[task])
-                        bar.update(len(runs))
+            if scheduler:
+                _run_on_dask(spec_path, config, todo, out, scheduler, scheduler_timeout_s, bar)
+            else:
+                score_sets = {task: _score_sets(config, base, task, progress) for task in config.tasks}
+                for task in config.tasks:
+                    for arm in arms_of(config):
+                        runs = [p for p in todo if p["task"] == task and p["arm"] == arm]
+                        if runs:
+                            _run_group(data, config, base, task, arm, runs, out, progress, score_sets[task])
+                            bar.update(len(runs))
         rows = collect_results(out)
         _write_outputs(out, rows, config, data, spec_path, time.perf_counter() - started)
     return rows
+
+
+def _absolute(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` with its file paths made absolute, for workers that may run in another folder."""
+    def resolved(value: str | None) -> str | None:
+        return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+    base = config.base.model_copy(update={"mix": resolved(config.base.mix), "init": resolved(config.base.init)})
+    return config.model_copy(update={"base": base, "score_on": [resolved(s) for s in config.score_on],
+                                     "backbone_weights": [resolved(w) for w in config.backbone_weights]})
+
+
+def _remote_run(spec_path: str, config: ExperimentConfig, item: dict, out: str) -> str:
+    """One run of the grid on a Dask worker: it loads the split and writes runs/<key>/metrics.json."""
+    from demseg.cluster import worker_threads
+
+    worker_threads()
+    data = load_split(spec_path, config.tasks, config.base.split_config(), False)
+    base = config.base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
+    task = item["task"]
+    _run_group(data, config, base, task, item["arm"], [item], Path(out), False,
+               _score_sets(config, base, task, False))
+    return item["key"]
+
+
+def _run_on_dask(spec_path, config: ExperimentConfig, todo: list[dict], out: Path, scheduler: str,
+                 timeout_s: float, bar) -> None:
+    from dask.distributed import as_completed
+
+    from demseg.cluster import dask_client
+
+    client, _ = dask_client(1, scheduler, timeout_s)
+    failures: list[tuple[str, str]] = []
+    try:
+        remote_config, spec, folder = _absolute(config), str(Path(spec_path).resolve()), str(out.resolve())
+        futures = [client.submit(_remote_run, spec, remote_config, item, folder, pure=False,
+                                 key=f"experiment-{item['key']}-{time.time_ns()}") for item in todo]
+        keys = {future.key: item["key"] for future, item in zip(futures, todo, strict=True)}
+        for future in as_completed(futures):
+            try:
+                future.result()
+            except DemsegError as exc:
+                failures.append((keys[future.key], str(exc)))
+            bar.update(1)
+    finally:
+        client.close()
+    if failures:
+        key, message = failures[0]
+        raise DemsegError(f"{len(failures)} of {len(todo)} run(s) failed on the cluster; {key}: {message} "
+                          "(rerun the same command to retry them)")
 
 
 def _plan(data: SplitData, config: ExperimentConfig) -> list[dict]:

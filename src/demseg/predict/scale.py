@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
+from demseg.cluster import dask_client, worker_threads
 from demseg.errors import DemsegError
 from demseg.io.folders import make_dir
 from demseg.predict.config import PredictConfig
@@ -68,62 +68,11 @@ def scene_inputs(inputs: Iterable[str | os.PathLike | DemInput], dtm_path: str |
     return sources
 
 
-def _worker_threads() -> None:
-    """Let torch use the threads the Dask worker was given (1 on a LocalCluster from ``workers=N``)."""
-    try:
-        from distributed import get_worker
-
-        threads = get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):
-        threads = 1
-    torch.set_num_threads(max(1, int(threads)))
-
-
 def _scene_job(run, source: DemInput, out_dir: str, config: PredictConfig) -> tuple[str, dict[str, str], float]:
     """One scene on a Dask worker: (stem, output paths, area in km2)."""
-    _worker_threads()
+    worker_threads()
     paths = predict_scene(run, source, out_dir, config, progress=False)
     return source.name, {name: str(path) for name, path in paths.items()}, done_record(paths)["area_km2"]
-
-
-def _dask_client(config: PredictConfig):
-    try:
-        from dask.distributed import Client, LocalCluster
-    except ImportError as exc:
-        raise DemsegError("several workers or a scheduler need dask: pip install 'demseg[dask]'") from exc
-    if config.scheduler:
-        return _connect(Client, config.scheduler, config.scheduler_timeout_s), None
-    cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
-    return Client(cluster), cluster
-
-
-def _connect(client_class, address: str, timeout_s: float):
-    """A client of the scheduler at ``address``, or one clear error within about ``timeout_s`` seconds.
-
-    A listener that is not a Dask scheduler (e.g. an HTTP server) accepts the TCP connection and
-    may never answer the handshake, so the attempt runs in a daemon thread with a deadline of
-    its own (a daemon thread left waiting does not keep the process alive).
-    """
-    import threading
-
-    outcome: dict = {}
-
-    def attempt() -> None:
-        try:
-            outcome["client"] = client_class(address, timeout=f"{timeout_s}s")
-        except Exception as exc:  # noqa: BLE001 - reported below as one line
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=attempt, name="demseg-dask-connect", daemon=True)
-    thread.start()
-    thread.join(timeout_s + 5)
-    if "client" in outcome:
-        return outcome["client"]
-    if "error" in outcome:
-        reason = str(outcome["error"]).splitlines()[0] if str(outcome["error"]) else type(outcome["error"]).__name__
-        raise DemsegError(f"cannot reach the Dask scheduler {address}: {reason}")
-    raise DemsegError(f"the Dask scheduler {address} did not answer within {timeout_s:g} s (is it a Dask scheduler?)")
 
 
 def predict_many(run, inputs: Iterable[str | os.PathLike | DemInput], out_dir: str | os.PathLike,
@@ -192,7 +141,7 @@ def _predict_on_dask(run, loaded: LoadedRun, todo: list[DemInput], out_dir: Path
                      finished, failures: list) -> None:
     from dask.distributed import as_completed
 
-    client, cluster = _dask_client(config)
+    client, cluster = dask_client(config.workers, config.scheduler, config.scheduler_timeout_s)
     try:
         # a run folder is loaded by each worker (once); an in-memory model is sent to each worker once
         if isinstance(run, (str, os.PathLike)):
