@@ -450,9 +450,32 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     for add in (_add_synth, _add_data, _add_rasterize, _add_pretrain, _add_train, _add_evaluate, _add_experiment, _add_report,
-                _add_demo, _add_probe, _add_predict, _add_export):
+                _add_demo, _add_probe, _add_predict, _add_export, _add_qgis):
         add(commands)
     return parser
+
+
+def _add_qgis(commands) -> None:
+    p = commands.add_parser("qgis", help="put demseg's Processing provider into QGIS",
+                            description="demseg in QGIS: a Processing provider (rasterize, train, predict) that runs "
+                                        "this environment's demseg.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    install = actions.add_parser("install", help="install and enable the provider in a QGIS profile",
+                                 description="Copy the provider plugin into QGIS's default profile (or "
+                                             "--plugins-dir), record this demseg command for it, and enable it "
+                                             "with qgis_process when QGIS is installed.")
+    install.add_argument("--plugins-dir", help="QGIS plugins folder (default: the default profile's)")
+    install.add_argument("--no-enable", action="store_true", help="copy only; enable it in QGIS yourself")
+    install.set_defaults(func=_cmd_qgis_install)
+
+
+def _cmd_qgis_install(args: argparse.Namespace) -> int:
+    from demseg.qgis import install_plugin
+
+    folder, enabled = install_plugin(args.plugins_dir, enable=not args.no_enable)
+    print(f"installed the demseg Processing provider in {folder} ({enabled})")
+    return 0
 
 
 def parse_configs(argv: Sequence[str]) -> dict:
