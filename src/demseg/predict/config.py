@@ -12,7 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # what decides the content of a scene's outputs: a done record made with other values does not count
-OUTPUT_FIELDS = ("overlap", "tta", "min_area_m2", "simplify_m", "regularise", "bridge_gap_m", "min_spur_m", "engine")
+OUTPUT_FIELDS = ("overlap", "tta", "min_area_m2", "simplify_m", "regularise", "split_step_m", "min_part_m2",
+                 "bridge_gap_m", "min_spur_m", "engine")
 
 
 class PredictConfig(BaseModel):
@@ -34,6 +35,14 @@ class PredictConfig(BaseModel):
                                                              "pixel size; 0: none).")
     regularise: bool = Field(False, description="Straighten building outlines: walls snapped to the building's "
                                                 "dominant orientations, right angles, shared walls kept shared.")
+    split_step_m: float | None = Field(1.5, gt=0, description="Buildings: split blocks into one footprint per "
+                                                               "building where the roof height steps by more "
+                                                               "than this (m), with LoD1 attributes per part "
+                                                               "(ground, roof median and max, height, point "
+                                                               "count; ground needs a DTM); none: one polygon "
+                                                               "per connected region.")
+    min_part_m2: float = Field(20.0, gt=0, description="Buildings, with --split-step-m: the smallest part that "
+                                                       "stands alone (smaller ones join a neighbour).")
     bridge_gap_m: float = Field(8.0, ge=0, description="Road network: join dead ends this close that point at "
                                                        "each other (or at a road).")
     min_spur_m: float = Field(6.0, ge=0, description="Road network: drop dead-end branches shorter than this "

@@ -75,11 +75,14 @@ class DemInput:
 
     def read_rows(self, row_off: int, rows: int, grid: GridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Elevation (NaN where invalid), validity and DTM (or None) of rows [row_off, row_off + rows)."""
-        window = Window(0, row_off, grid.width, rows)
+        return self.read_window(Window(0, row_off, grid.width, rows))
+
+    def read_window(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Elevation (NaN where invalid), validity and DTM (or None, NaN where unknown) of a pixel window."""
         dem = read_dem(self.dem, band=self.band, crs=self.crs, nodata=self.nodata, window=window, what="DEM")
         dtm = None
         if self.dtm is not None:
-            dtm = read_dem(self.dtm, crs=self.crs or grid.crs, window=window, what="DTM").elevation
+            dtm = read_dem(self.dtm, crs=self.crs or dem.grid.crs, window=window, what="DTM").elevation
         return dem.elevation, dem.valid_mask, dtm
 
     def read_channels(self, row_off: int, rows: int, grid: GridSpec) -> dict[str, np.ndarray]:

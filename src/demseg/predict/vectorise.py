@@ -199,7 +199,35 @@ def _polygon_rows(items, grid: GridSpec, min_area_m2: float) -> list[tuple]:
     return rows
 
 
-def _polygon_layer(rows: list[tuple], task: str, grid: GridSpec, config: PredictConfig, crs) -> VectorLayer:
+def _split_rows(rows: list[tuple], grid: GridSpec, source: DemInput, prob_path, config: PredictConfig
+                ) -> tuple[list[tuple], dict[str, np.ndarray]]:
+    """Every footprint split at roof-height steps (:mod:`demseg.predict.split`): rows and LoD1 attributes."""
+    from demseg.predict.split import LOD1_FIELDS, FootprintSplitter
+
+    splitter = FootprintSplitter(grid, source, prob_path, config.split_step_m, config.min_part_m2)
+    pixel_area_m2 = abs(grid.transform.a * grid.transform.e)
+    out, lod1 = [], {name: [] for name in LOD1_FIELDS}
+    for geometry, _ in rows:
+        for part, values in splitter.split(geometry):
+            if values["pixels"] * pixel_area_m2 < config.min_area_m2:
+                continue
+            stats = np.zeros(6)
+            stats[STAT_PIXELS] = values["pixels"]
+            stats[STAT_PROBABILITY] = 0.0 if np.isnan(values["probability"]) else \
+                values["probability"] * values["pixels"]
+            above = values["height_above_ground"]
+            if above is not None and np.isfinite(above).any():
+                known = above[np.isfinite(above)]
+                stats[STAT_HEIGHT], stats[STAT_HEIGHT_PIXELS] = known.sum(), known.size
+                stats[STAT_HEIGHT_MIN], stats[STAT_HEIGHT_MAX] = known.min(), known.max()
+            out.append((part, stats))
+            for name in LOD1_FIELDS:
+                lod1[name].append(values[name])
+    return out, {name: np.round(np.array(values, float), 2) for name, values in lod1.items()}
+
+
+def _polygon_layer(rows: list[tuple], task: str, grid: GridSpec, config: PredictConfig, crs,
+                   lod1: dict[str, np.ndarray] | None = None) -> VectorLayer:
     """The polygon layer: regularised (buildings, on request) or simplified outlines, with their attributes."""
     exact = [geometry for geometry, _ in rows]
     if task == "buildings" and config.regularise:
@@ -219,6 +247,7 @@ def _polygon_layer(rows: list[tuple], task: str, grid: GridSpec, config: Predict
         attributes["height_range_m"] = np.round(np.where(known, stats[:, STAT_HEIGHT_MAX] - stats[:, STAT_HEIGHT_MIN],
                                                          np.nan), 2)
         attributes["vertices"] = np.array([vertex_count(g) for g in geometries], np.int32)
+        attributes.update(lod1 or {})
     attributes["mean_probability"] = np.round(probability, 3)
     return VectorLayer(_objects(geometries), attributes, crs)
 
@@ -382,8 +411,12 @@ def vectorise_mask(mask_path: str | os.PathLike, task: str, prob_path: str | os.
         grid = GridSpec(mask_src.crs, mask_src.transform, mask_src.width, mask_src.height)
         polygon_rows, centrelines = _stitch(mask_src, prob_src, source, grid, task, config, timer)
     crs = grid.crs.to_wkt() if grid.crs is not None else None
+    lod1 = None
+    if task == "buildings" and source is not None and config.split_step_m is not None:
+        with timer("split"):
+            polygon_rows, lod1 = _split_rows(polygon_rows, grid, source, prob_path, config)
     with timer("vectorise"):
-        layers = {task: _polygon_layer(polygon_rows, task, grid, config, crs)}
+        layers = {task: _polygon_layer(polygon_rows, task, grid, config, crs, lod1)}
         if task == "roads":
             lines, widths = _centrelines_in_map(centrelines, grid, config)
             probabilities = _line_probabilities(lines, prob_path, grid) if prob_path is not None else None
