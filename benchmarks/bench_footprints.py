@@ -16,6 +16,10 @@ Scores against BAG, inside the valid extent of the mask (no-data cells excluded)
 - vertices per polygon (BAG's own count per building is given for reference) and the share of
   corners within 10 degrees of a right angle.
 
+With the ``buildingregulariser`` package installed (``.venv/bin/pip install buildingregulariser``, not a
+demseg dependency) its regulariser is scored side by side, with its defaults and with the
+simplification its README advises.
+
 Run: .venv/bin/python benchmarks/bench_footprints.py [--mask PRED/dsm_mask.tif]
 Writes benchmarks/results/footprints.md and footprints.json.
 """
@@ -127,6 +131,26 @@ def score(name: str, mask: str, outlines: list, truth: list, truth_union, area, 
             "overlapping_pairs": overlapping_pairs(outlines), "seconds": seconds}
 
 
+def buildingregulariser_variants(polygons: list, pixel_size_m: float) -> dict:
+    """The `buildingregulariser` package side by side, where it is installed (pip install buildingregulariser).
+
+    Its defaults, and the simplification its README advises (2-3 x the pixel size); one core, as demseg.
+    """
+    try:
+        import geopandas
+        from buildingregulariser import regularize_geodataframe
+    except ImportError:
+        return {}
+
+    def run(**options):
+        frame = geopandas.GeoDataFrame(geometry=polygons, crs="EPSG:28992")
+        return [g for g in regularize_geodataframe(frame, num_cores=1, **options).geometry]
+
+    return {"buildingregulariser 0.2.5, defaults": lambda: run(),
+            "buildingregulariser 0.2.5, simplify 2 px (its README)": lambda: run(
+                simplify_tolerance=2 * pixel_size_m)}
+
+
 def run_mask(mask: str, truth: list, scene: Path) -> list[dict]:
     polygons, transform, valid, pixel_size_m = mask_polygons(scene / mask if not Path(mask).is_absolute()
                                                              else Path(mask))
@@ -140,6 +164,7 @@ def run_mask(mask: str, truth: list, scene: Path) -> list[dict]:
                 "regularise_footprints": lambda: regularise_footprints(polygons, pixel_size_m),
                 "regularise_footprints, no noise smoothing": lambda: regularise_footprints(
                     polygons, pixel_size_m, RegulariseOptions(smooth_px=0))}
+    variants.update(buildingregulariser_variants(polygons, pixel_size_m))
     rows = []
     for name, make in variants.items():
         start = time.perf_counter()
