@@ -18,8 +18,8 @@ from common import peak_rss_mb, save
 from demseg.data.dataset import load_split
 from demseg.evaluate.metrics import SegmentationScorer
 from demseg.models import build
-from demseg.train.config import TrainConfig
-from demseg.train.features import encode_views
+from demseg.models.features import encode_views
+from demseg.runs.config import TrainConfig
 from demseg.train.loop import fit
 from demseg.train.run import run_arrays
 

@@ -24,7 +24,7 @@ from demseg.data.normalise import normalise_tile
 from demseg.data.synth import generate_scene
 from demseg.predict.onnx import OnnxModel, export_onnx
 from demseg.predict.sliding import window_probabilities
-from demseg.train.run import load_run
+from demseg.runs.folder import load_run
 
 
 def windows(config, count: int) -> np.ndarray:

@@ -78,7 +78,7 @@ def train_smoke_run(folder: Path) -> Path:
     """A tiny UNet run (64 px tiles, a few iterations) for smoke tests when no --run is given."""
     from demseg.data.synth import generate_world
     from demseg.evaluate.metrics import SegmentationScorer
-    from demseg.train.config import TrainConfig
+    from demseg.runs.config import TrainConfig
     from demseg.train.run import train_run
 
     spec = generate_world(folder / "world", scenes=3, size_px=256, seed=0, progress=False)

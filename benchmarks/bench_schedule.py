@@ -16,10 +16,10 @@ from pathlib import Path
 
 from common import RESULTS, save
 
-from demseg.evaluate.experiment import ExperimentConfig, run_experiment
 from demseg.evaluate.metrics import mean_ci95
 from demseg.evaluate.report import label_of
-from demseg.train.config import TrainConfig
+from demseg.runs.config import TrainConfig
+from demseg.train.experiment import ExperimentConfig, run_experiment
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from demseg.models.encoders import SHIPPED_ENCODERS, shipped
 from demseg.models.weights import load_encoder
-from demseg.train.run import read_run_config
+from demseg.runs.folder import read_run_config
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "demseg" / "weights"
 

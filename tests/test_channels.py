@@ -199,8 +199,8 @@ def test_a_channel_on_another_grid_is_one_line(tmp_path, capsys):
 
 
 def test_auxiliary_targets_mark_vegetation_and_unknown_background(tmp_path):
+    from demseg.data.arrays import NOT_TARGET, tile_arrays
     from demseg.data.tiles import make_tiles
-    from demseg.train.tiles import NOT_TARGET, tile_arrays
 
     spec = load_spec(_channel_scene(tmp_path))
     (scene,) = load_scenes(spec, ["buildings"])
@@ -219,8 +219,8 @@ def test_auxiliary_targets_mark_vegetation_and_unknown_background(tmp_path):
 def test_partial_label_loss_asks_only_not_target_of_unknown_background():
     import torch
 
+    from demseg.data.arrays import NOT_TARGET
     from demseg.train.loop import segmentation_loss
-    from demseg.train.tiles import NOT_TARGET
 
     weights = torch.ones(3)
     target = torch.full((1, 1, 2), NOT_TARGET, dtype=torch.long)

@@ -8,11 +8,11 @@ import pytest
 
 from demseg.cli import build_parser, parse_configs
 from demseg.data.tiles import SplitConfig
-from demseg.evaluate.experiment import ExperimentConfig
 from demseg.lidar import RasterizeConfig
 from demseg.predict.config import PredictConfig
 from demseg.pretrain.mae import PretrainConfig
-from demseg.train.config import TrainConfig
+from demseg.runs.config import TrainConfig
+from demseg.train.experiment import ExperimentConfig
 from demseg.train.presets import preset_config
 
 CASES = [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from demseg.evaluate.demo import MIX_SEED, demo_configs, start_name
 from demseg.models.encoders import SHIPPED_STARTS, resolve_start
-from demseg.train.run import read_run_config
+from demseg.runs.folder import read_run_config
+from demseg.train.demo import MIX_SEED, demo_configs, start_name
 
 
 def test_the_demo_compares_the_unet_the_papers_model_and_the_best_pre_trained_variant_on_both_tasks():

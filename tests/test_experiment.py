@@ -11,8 +11,8 @@ from affine import Affine
 from test_train import tiny_config
 
 from demseg.data.synth import generate_world
-from demseg.evaluate.experiment import ExperimentConfig, run_experiment
 from demseg.evaluate.metrics import ConfusionCounts, SegmentationScorer, mean_ci95, object_matches
+from demseg.train.experiment import ExperimentConfig, run_experiment
 
 REQUIRED = "task,model,backbone_weights,train_tiles,seed,iters,best_iter,iou,f1,precision,recall,train_seconds"
 
@@ -231,10 +231,10 @@ def test_experiment_runs_mix_in_the_same_second_dataset_tiles(world, tmp_path):
 
 
 def test_raised_false_positives_count_non_target_pixels_above_ground_marked_as_target():
+    from demseg.data.arrays import TileArrays
     from demseg.data.scene import Scene
     from demseg.evaluate.scenes import SceneWindows, score_windows
     from demseg.io.raster import DemRaster, GridSpec
-    from demseg.train.tiles import TileArrays
 
     size = 32
     elevation = np.zeros((size, size), np.float32)  # 0 m ground is real ground

@@ -25,7 +25,7 @@ from demseg.cli import main
 from demseg.errors import DemsegError
 from demseg.io.folders import folder_lock
 from demseg.predict import predict_scene
-from demseg.train.config import TrainConfig
+from demseg.runs.config import TrainConfig
 
 TILE = 32
 

@@ -13,7 +13,7 @@ from test_hostile_inputs import TILE, one_line_error, train_argv
 
 from demseg.cli import main
 from demseg.predict.onnx import load_onnx_run
-from demseg.train.run import load_run
+from demseg.runs.folder import load_run
 
 
 @pytest.fixture(scope="module", params=["unet", "mae-detail"])

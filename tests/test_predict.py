@@ -28,7 +28,7 @@ from demseg.io.raster import GridSpec, open_grid, read_label_raster, write_geoti
 from demseg.io.vector import read_vector
 from demseg.predict import DemInput, PredictConfig, predict_many, predict_scene, sliding, vectorise_mask
 from demseg.predict.sliding import NODATA, StripAccumulator, predict_rasters
-from demseg.train.config import TrainConfig
+from demseg.runs.config import TrainConfig
 from demseg.train.run import train_run
 
 TILE = 64

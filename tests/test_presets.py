@@ -66,7 +66,7 @@ def test_unknown_named_worlds_and_presets_are_one_line():
 
 
 def test_paper_preset_is_the_configs_own_defaults_and_flags_override_a_preset():
-    from demseg.train.config import TrainConfig
+    from demseg.runs.config import TrainConfig
 
     assert preset_config("paper") == TrainConfig()
     assert preset_config("recommended", mix=None).mix is None

@@ -221,7 +221,7 @@ def test_bad_pretraining_input_is_one_clear_error(dem_folder, tmp_path, case, pa
 
 def test_downstream_run_refuses_a_normalisation_the_encoder_was_not_pretrained_on(dem_folder, tmp_path):
     from demseg.models import build
-    from demseg.train.config import TrainConfig
+    from demseg.runs.config import TrainConfig
 
     pretrain([dem_folder], PretrainConfig(**TINY), tmp_path / "ckpt", progress=False)
     weights = str(tmp_path / "ckpt" / "encoder.safetensors")

@@ -62,7 +62,7 @@ def test_predict_on_the_seville_scene_writes_georeferenced_cogs_and_polygons(sha
     from demseg.data.synth import generate_world
     from demseg.evaluate.metrics import SegmentationScorer
     from demseg.predict import predict_scene
-    from demseg.train.config import TrainConfig
+    from demseg.runs.config import TrainConfig
     from demseg.train.run import train_run
 
     torch.set_num_threads(1)

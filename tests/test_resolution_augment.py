@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from demseg.data.arrays import augmented_rows, tile_arrays
 from demseg.data.augment import coarsened
 from demseg.data.dataset import load_split
 from demseg.data.spec import load_spec
 from demseg.data.tiles import SplitConfig
-from demseg.train.tiles import augmented_rows, tile_arrays
 
 
 def test_coarsened_heights_keep_flat_roofs_and_smooth_their_edges():

@@ -83,3 +83,16 @@ def test_the_split_options_are_checked():
         PredictConfig(split_step_m=0)
     with pytest.raises(ValueError):
         PredictConfig(min_part_m2=-1)
+
+
+def test_every_part_is_one_piece_even_on_a_noisy_roof():
+    rng = np.random.default_rng(0)
+    inside = np.zeros((40, 40), bool)
+    inside[2:38, 2:38] = True
+    dsm = np.where(np.arange(40)[None, :] < 20, 10.0, 14.0) + rng.normal(0, 0.6, (40, 40))  # a step and noise
+    parts = split_labels(inside, dsm, 1.5, min_part_px=20)
+    from scipy import ndimage
+
+    assert parts.max() >= 2
+    for label in range(1, parts.max() + 1):
+        assert ndimage.label(parts == label, structure=ndimage.generate_binary_structure(2, 1))[1] == 1

@@ -169,7 +169,7 @@ def raised_scene(tmp_path_factory):
 
 def predicted(task: str, dem_path, dtm_path, out, **options) -> dict:
     from demseg.predict import PredictConfig, predict_scene
-    from demseg.train.config import TrainConfig
+    from demseg.runs.config import TrainConfig
 
     config = TrainConfig(task=task, model="unet", tile_size_px=64, pixel_size_m=0.5, recipe="relief+slope",
                          amp="off")

@@ -13,10 +13,11 @@ from demseg.data.synth import generate_world
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
 from demseg.models import build
-from demseg.train.config import TrainConfig
-from demseg.train.features import encode_views
+from demseg.models.features import encode_views
+from demseg.runs.config import TrainConfig
+from demseg.runs.folder import load_run
 from demseg.train.loop import fit
-from demseg.train.run import load_run, run_arrays, train_run
+from demseg.train.run import run_arrays, train_run
 
 TILE = 64
 
@@ -241,7 +242,7 @@ def test_fine_tuning_changes_only_the_tuned_blocks_and_lp_ft_waits_for_the_head(
 
 
 def test_a_fine_tuned_run_saves_its_tuned_blocks_and_loads_them_back(world, tmp_path):
-    from demseg.train.loop import predict_images
+    from demseg.models.inference import predict_images
 
     config = tiny_config(model="mae-detail", finetune="top-1", lp_fraction=0.0, detail_width=4)
     train_run(world, config, tmp_path / "ft", SegmentationScorer, progress=False)
@@ -327,9 +328,9 @@ def test_finetuning_more_blocks_than_the_encoder_has_is_one_line(world, tmp_path
 def test_mix_draws_a_share_of_every_batch_from_the_second_dataset(world, tmp_path):
     import json
 
+    from demseg.data.arrays import TileArrays
     from demseg.data.synth import generate_world
     from demseg.train.loop import _batch_tiles
-    from demseg.train.tiles import TileArrays
 
     arrays = TileArrays([str(i) for i in range(10)], np.zeros((10, 1, 4, 4), np.float32),
                         np.zeros((10, 4, 4), np.uint8), mixed=6)

@@ -203,7 +203,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _add_train(commands) -> None:
-    from demseg.train.config import TrainConfig
+    from demseg.runs.config import TrainConfig
     from demseg.train.presets import DEFAULT_PRESET, PRESETS, preset_default_texts
 
     p = commands.add_parser("train", help="train one model on a dataset spec",
@@ -227,7 +227,7 @@ def _add_train(commands) -> None:
 
 
 def _train_configs(args: argparse.Namespace) -> dict:
-    from demseg.train.config import TrainConfig
+    from demseg.runs.config import TrainConfig
     from demseg.train.presets import preset_values
 
     given = config_values(args, TrainConfig)
@@ -274,8 +274,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_experiment(commands) -> None:
-    from demseg.evaluate.experiment import ExperimentConfig
-    from demseg.train.config import TrainConfig
+    from demseg.runs.config import TrainConfig
+    from demseg.train.experiment import ExperimentConfig
 
     p = commands.add_parser("experiment", help="label-budget protocol with tables, plots and CIs",
                             description="Run tasks x models x training tiles x seeds on a spec and write "
@@ -297,15 +297,16 @@ def _add_experiment(commands) -> None:
 
 
 def _experiment_configs(args: argparse.Namespace) -> dict:
-    from demseg.evaluate.experiment import ExperimentConfig
-    from demseg.train.config import TrainConfig
+    from demseg.runs.config import TrainConfig
+    from demseg.train.experiment import ExperimentConfig
 
     base = make_config(TrainConfig, {k: v for k, v in config_values(args, TrainConfig).items() if k in TRAIN_FIELDS})
     return {"experiment": config_from_args(ExperimentConfig, args, base=base)}
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from demseg.evaluate.experiment import format_table, run_experiment
+    from demseg.evaluate.report import format_table
+    from demseg.train.experiment import run_experiment
 
     rows = run_experiment(args.spec, args.configs(args)["experiment"], args.out, overwrite=args.overwrite,
                           progress=not args.quiet, scheduler=args.scheduler,
@@ -329,8 +330,7 @@ def _add_report(commands) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from demseg.evaluate.experiment import combine_experiments
-    from demseg.evaluate.report import summary_table
+    from demseg.evaluate.report import combine_experiments, summary_table
 
     rows = combine_experiments(args.experiments, args.out, args.title, args.reference)
     print(summary_table(rows, "iou"))
@@ -353,14 +353,14 @@ def _add_demo(commands) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from demseg.evaluate.demo import run_demo
+    from demseg.train.demo import run_demo
 
     print(run_demo(args.out, paper=args.paper, progress=not args.quiet))
     return 0
 
 
 def _add_probe(commands) -> None:
-    from demseg.train.config import TrainConfig
+    from demseg.runs.config import TrainConfig
 
     p = commands.add_parser("probe", help="linear probe of frozen backbones on building patches",
                             description="Fit a logistic regression on frozen patch features (is this 16x16 patch "

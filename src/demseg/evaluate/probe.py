@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from demseg.data.arrays import tile_arrays
 from demseg.data.dataset import load_split
 from demseg.data.scene import IGNORE
 from demseg.data.tiles import eligible_tiles
 from demseg.errors import DemsegError
 from demseg.models.registry import build_encoder
-from demseg.train.config import TrainConfig
-from demseg.train.tiles import tile_arrays
+from demseg.runs.config import TrainConfig
 
 
 def patch_labels(targets: np.ndarray, patch_px: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 from collections import defaultdict
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from demseg.data.scene import IGNORE
+from demseg.errors import DemsegError
 from demseg.evaluate.metrics import mean_ci95
 from demseg.io.atomic import atomic_path, write_text_atomic
 
@@ -309,3 +311,61 @@ def write_preview(path: Path, hillshades: list[np.ndarray], targets: list[np.nda
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------ experiment folders
+
+
+def collect_results(out: Path) -> list[dict]:
+    """Every finished run's rows under ``out/runs``: its validation scores, then one row per other dataset.
+
+    Each row carries ``scored_on`` ("validation" or the dataset's name); with two or more other
+    datasets a "pooled" row sums their pixel counts (IoU over all their tiles together).
+    """
+    rows = []
+    for path in sorted((out / "runs").glob("*/metrics.json")):
+        record = json.loads(path.read_text())
+        elsewhere = record.pop("scored_on", {}) or {}
+        rows.append({**record, "scored_on": "validation"})
+        for name, scores in elsewhere.items():
+            rows.append({**record, **scores, "scored_on": name})
+        if len(elsewhere) > 1:
+            rows.append({**record, **pooled_scores(list(elsewhere.values())), "scored_on": "pooled"})
+    return rows
+
+
+def pooled_scores(scores: list[dict]) -> dict:
+    """Pixel IoU, precision, recall and F1 of several datasets' summed tp/fp/fn counts."""
+    tp, fp, fn, raised_fp, raised_negatives = (sum(s.get(k, 0) for s in scores)
+                                               for k in ("tp", "fp", "fn", "raised_fp", "raised_negatives"))
+    pixels = sum(s.get("scored_pixels", 0) for s in scores)
+    ratio = lambda a, b: float(a / b) if b else float("nan")  # noqa: E731 - a local shorthand
+    return {"iou": ratio(tp, tp + fp + fn), "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+            "f1": ratio(2 * tp, 2 * tp + fp + fn), "tp": tp, "fp": fp, "fn": fn,
+            "raised_fp": raised_fp, "raised_negatives": raised_negatives,
+            "raised_fp_rate": ratio(raised_fp, raised_negatives),
+            "val_tiles": sum(s.get("val_tiles", 0) for s in scores), "scored_pixels": pixels}
+
+
+def combine_experiments(folders: list[str | Path], out: str | Path, title: str = "demseg experiments",
+                        reference: str = "unet") -> list[dict]:
+    """Merge the runs of several experiment folders into one results.csv, summary.md and curves.png in ``out``."""
+    rows = []
+    for folder in folders:
+        if not (Path(folder) / "runs").is_dir():
+            raise DemsegError(f"not an experiment folder (no runs/): {folder}")
+        rows += collect_results(Path(folder))
+    if not rows:
+        raise DemsegError("the experiment folders hold no finished run")
+    out = Path(out)
+    write_results_csv(rows, out / "results.csv")
+    write_summary(rows, out / "summary.md", title, [f"experiments: {', '.join(str(f) for f in folders)}",
+                                                    "95 % CI: Student t over seeds."], reference)
+    plot_curves(rows, out / "curves.png")
+    plot_noise(rows, out / "noise.png")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text IoU table for the terminal (mean over seeds, %)."""
+    return summary_table(rows, "iou")

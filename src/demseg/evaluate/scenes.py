@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from demseg.data.arrays import TileArrays
 from demseg.data.dataset import load_split
 from demseg.data.normalise import check_scene_channels, height_above_ground, normalise_tile
 from demseg.data.scene import IGNORE, Scene
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
+from demseg.models.features import FeatureCache
 from demseg.predict.sliding import blend_weights, window_offsets, window_stride
-from demseg.train.config import TrainConfig
-from demseg.train.features import FeatureCache
-from demseg.train.tiles import TileArrays
+from demseg.runs.config import TrainConfig
 
 SCORING_OVERLAP = 0.25
 RAISED_HEIGHT_M = 2.5  # above a car, below a one-storey roof

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from demseg.data.arrays import tile_arrays
 from demseg.data.dataset import SplitData, load_split
 from demseg.data.normalise import hillshade
 from demseg.data.tiles import Tile
@@ -13,11 +14,10 @@ from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
 from demseg.evaluate.report import write_preview
 from demseg.io.atomic import write_text_atomic
-from demseg.train.config import TrainConfig
-from demseg.train.loop import predict_images
-from demseg.train.manifest import spec_file_hashes
-from demseg.train.run import check_resolution, load_run
-from demseg.train.tiles import tile_arrays
+from demseg.models.inference import predict_images
+from demseg.runs.config import TrainConfig
+from demseg.runs.folder import check_resolution, load_run
+from demseg.runs.manifest import spec_file_hashes
 
 
 def scored_tiles(data: SplitData, config: TrainConfig, manifest: dict, task: str) -> tuple[list[Tile], str]:

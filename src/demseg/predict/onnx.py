@@ -11,7 +11,6 @@ as the torch engine, only the network runs in onnxruntime.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -24,27 +23,10 @@ from torch import nn
 from demseg.data.normalise import recipe_channels
 from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path
-from demseg.train.config import TrainConfig
-from demseg.train.run import load_run, read_run_config
+from demseg.runs.config import TrainConfig
+from demseg.runs.folder import RUN_FILES, load_run, read_run_config, run_weights_digest  # noqa: F401
 
 ONNX_FILE = "model.onnx"
-RUN_FILES = ("config.json", "model.safetensors", "backbone.safetensors")  # what defines a run's network
-OPSET = 18
-
-
-def run_weights_digest(run_dir: Path) -> str:
-    """SHA-256 over the files that define a run's network (read in chunks)."""
-    digest = hashlib.sha256()
-    for name in RUN_FILES:
-        path = run_dir / name
-        if path.exists():
-            digest.update(name.encode())
-            with open(path, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-    return digest.hexdigest()
-
-
 class _Logits(nn.Module):
     """The run's network as one graph: normalised windows in, float32 logits out."""
 
@@ -55,6 +37,8 @@ class _Logits(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
         return (logits[0] if isinstance(logits, (tuple, list)) else logits).float()
+
+OPSET = 18
 
 
 def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:

@@ -25,7 +25,7 @@ from demseg.predict.config import PredictConfig
 from demseg.predict.outputs import is_done, output_paths
 from demseg.predict.scene import LoadedRun, done_record, predict_scene, resolve_run, scene_settings
 from demseg.predict.sliding import DemInput, window_stride
-from demseg.train.run import check_resolution
+from demseg.runs.folder import check_resolution
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 

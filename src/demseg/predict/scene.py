@@ -35,8 +35,8 @@ from demseg.predict.onnx import ONNX_FILE, RUN_FILES, load_onnx_run, run_weights
 from demseg.predict.outputs import output_paths, write_cog, write_done, write_preview
 from demseg.predict.sliding import DemInput, StageTimer, as_input, predict_rasters, window_stride
 from demseg.predict.vectorise import vectorise_mask
-from demseg.train.config import TrainConfig
-from demseg.train.run import check_resolution, load_run
+from demseg.runs.config import TrainConfig
+from demseg.runs.folder import check_resolution, load_run
 
 logger = logging.getLogger("demseg.predict")
 

@@ -37,7 +37,7 @@ from demseg.io.folders import os_error_message
 from demseg.io.raster import GridSpec, open_grid, read_dem
 from demseg.io.styles import add_mask_colormap
 from demseg.models.upernet import MaeUperNet
-from demseg.train.config import TrainConfig
+from demseg.runs.config import TrainConfig
 
 NODATA = IGNORE  # mask and probability rasters: 255, no elevation, no prediction
 WEIGHT_FLOOR = 0.01  # smallest blending weight (window edges, scene borders)

@@ -65,7 +65,28 @@ def split_labels(inside: np.ndarray, dsm: np.ndarray, step_m: float, min_part_px
                       else 0.0)
     gradient = np.hypot(ndimage.sobel(filled, 0), ndimage.sobel(filled, 1))
     parts = watershed(gradient, markers, mask=inside, connectivity=1).astype(np.int32)
-    return _by_height(parts, filled, inside & step)
+    return _connected(_by_height(parts, filled, inside & step))
+
+
+def _connected(parts: np.ndarray) -> np.ndarray:
+    """Every part one 4-connected piece: a part's smaller pieces join the neighbouring part they touch most."""
+    out = parts.copy()
+    for label in range(1, int(parts.max()) + 1):
+        pieces, count = ndimage.label(parts == label, structure=FOUR)
+        if count <= 1:
+            continue
+        sizes = np.bincount(pieces.ravel())
+        sizes[0] = 0
+        for piece in range(1, count + 1):
+            if piece == sizes.argmax():
+                continue
+            region = pieces == piece
+            ring = ndimage.binary_dilation(region, FOUR) & ~region
+            neighbours = out[ring]
+            neighbours = neighbours[(neighbours > 0) & (neighbours != label)]
+            if neighbours.size:
+                out[region] = np.bincount(neighbours).argmax()
+    return out
 
 
 def _by_height(parts: np.ndarray, height: np.ndarray, step: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Named training recipes: what ``demseg train`` does when no flag says otherwise.
 
-:class:`~demseg.train.config.TrainConfig`'s own defaults are the paper's model (a frozen MAE ViT +
+:class:`~demseg.runs.config.TrainConfig`'s own defaults are the paper's model (a frozen MAE ViT +
 UperNet, CPU-sized); a preset is a small set of field values laid over them, and every flag the
 user gives is laid over the preset. ``demseg train`` starts from ``recommended``, the best recipe
 measured on cities no one tuned on (README, "Results"):
@@ -19,7 +19,7 @@ measured on cities no one tuned on (README, "Results"):
 from __future__ import annotations
 
 from demseg.errors import DemsegError
-from demseg.train.config import TrainConfig
+from demseg.runs.config import TrainConfig
 
 PRESETS: dict[str, dict[str, dict]] = {
     "recommended": {

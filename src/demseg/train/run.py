@@ -15,6 +15,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from demseg.data.arrays import TileArrays, tile_arrays
 from demseg.data.dataset import SplitData, load_split
 from demseg.data.normalise import recipe_channels
 from demseg.data.tiles import Tile, eligible_tiles, training_subset, write_tile_index
@@ -22,13 +23,10 @@ from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path, write_text_atomic
 from demseg.io.folders import out_dir
 from demseg.models.registry import build, uses_backbone
-from demseg.train.config import TrainConfig
+from demseg.runs.config import TrainConfig
+from demseg.runs.folder import is_finished_run, read_run_config, trainable_part
+from demseg.runs.manifest import write_manifest
 from demseg.train.loop import FitResult, ScorerFactory, fit
-from demseg.train.manifest import write_manifest
-from demseg.train.tiles import TileArrays, tile_arrays
-
-MAX_PIXEL_SIZE_MISMATCH = 0.10  # relative difference to the training pixel size that is refused
-MAX_TILE_SIZE_PX = 4096  # a run config asking more is corrupt or hostile, not a model
 
 
 def run_arrays(data: SplitData, config: TrainConfig) -> tuple[list[Tile], list[Tile], TileArrays, TileArrays]:
@@ -56,7 +54,7 @@ def mix_arrays(config: TrainConfig, spec_data: SplitData, progress: bool = False
         return None
     from demseg.data.spec import load_spec
     from demseg.data.synth.cache import is_named_world, named_world
-    from demseg.train.manifest import spec_file_hashes
+    from demseg.runs.manifest import spec_file_hashes
 
     mix_spec = load_spec(named_world(config.mix, progress) if is_named_world(config.mix) else Path(config.mix))
     if set(spec_file_hashes(mix_spec).values()) & set(spec_file_hashes(spec_data.spec).values()):
@@ -66,11 +64,6 @@ def mix_arrays(config: TrainConfig, spec_data: SplitData, progress: bool = False
     tiles = training_subset(data.tiles, config.mix_tiles, config.split_seed, config.task,
                             config.min_labelled_fraction)
     return tile_arrays(data.scenes, tiles, config.task, config.recipe, config.coarsen, config.auxiliary)
-
-
-def trainable_part(model: nn.Module, config: TrainConfig) -> nn.Module:
-    """The part of a model that training changes and ``model.safetensors`` stores."""
-    return model.head if uses_backbone(config.model) else model
 
 
 def save_run(out: Path, config: TrainConfig, model: nn.Module, result: FitResult, train_tiles: list[Tile],
@@ -99,11 +92,6 @@ def save_run(out: Path, config: TrainConfig, model: nn.Module, result: FitResult
                    {"train": [t.id for t in train_tiles], "val": [t.id for t in val_tiles],
                     **({"mix": mix_ids} if mix_ids else {})}, argv=sys.argv)
     write_text_atomic(out / "config.json", config.model_dump_json(indent=2))
-
-
-def is_finished_run(folder: Path) -> bool:
-    """True when a folder holds a complete run (its config is written last)."""
-    return (folder / "config.json").exists()
 
 
 INIT_MUST_MATCH = ("model", "task", "recipe", "arch", "head_width", "neck_width", "unet_width", "detail_width",
@@ -162,6 +150,19 @@ def apply_init(model: nn.Module, config: TrainConfig) -> None:
         raise DemsegError(f"--init weights do not fit this model: {path} ({str(exc).splitlines()[0][:120]})") from exc
 
 
+def train_model(config: TrainConfig, train: TileArrays, val: TileArrays, scorer: ScorerFactory, backbone=None,
+                train_cache=None, val_cache=None, progress: bool = True) -> tuple[nn.Module, FitResult]:
+    """The training step of every pipeline (train, experiment, demo): build, load the ``--init`` start, fit.
+
+    ``backbone`` shares an already built encoder (an experiment builds one per model); ``train_cache``
+    and ``val_cache`` are its feature caches (:mod:`demseg.models.features`).
+    """
+    model = build(config, backbone=backbone, seed=config.seed)
+    apply_init(model, config)
+    result = fit(config, model, train, val, scorer, train_cache=train_cache, val_cache=val_cache, progress=progress)
+    return model, result
+
+
 def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, scorer: ScorerFactory,
               overwrite: bool = False, progress: bool = True) -> dict[str, float]:
     """Train one model on a spec and write its run folder; returns the best validation scores.
@@ -177,69 +178,7 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, score
         mixed = mix_arrays(config, data, progress)
         if mixed is not None:
             train = train.with_mix(mixed)
-        model = build(config, seed=config.seed)
-        apply_init(model, config)
-        result = fit(config, model, train, val, scorer, progress=progress)
+        model, result = train_model(config, train, val, scorer, progress=progress)
         save_run(folder, config, model, result, train_tiles, val_tiles, data,
                  mixed.ids if mixed is not None else [])
     return {"best_iter": result.best_iter, **result.best_scores, "train_seconds": result.train_seconds}
-
-
-def read_run_config(run_dir: Path) -> TrainConfig:
-    """The TrainConfig of a run folder, with its values bounded (a hand-edited config is refused)."""
-    config_path = run_dir / "config.json"
-    if not config_path.is_file() or not (run_dir / "model.safetensors").is_file():
-        raise DemsegError(f"not a demseg run folder (config.json and model.safetensors needed): {run_dir}")
-    try:
-        config = TrainConfig.model_validate_json(config_path.read_text())
-    except (ValueError, OSError) as exc:
-        raise DemsegError(f"run config is unreadable or invalid: {config_path}") from exc
-    if config.tile_size_px > MAX_TILE_SIZE_PX or config.tile_size_px % 16:
-        raise DemsegError(f"run config {config_path} asks for {config.tile_size_px} px tiles; demseg runs use a "
-                          f"multiple of 16 px up to {MAX_TILE_SIZE_PX}")
-    if config.pixel_size_m is not None and not 0.0 < config.pixel_size_m < 1000.0:
-        raise DemsegError(f"run config {config_path} has an impossible pixel size: {config.pixel_size_m}")
-    return config
-
-
-def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
-    """The trained model of a run folder (eval mode) and its config."""
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    backbone_file = run_dir / "backbone.safetensors"
-    build_config = config
-    if uses_backbone(config.model) and backbone_file.exists():
-        build_config = config.model_copy(update={"backbone_weights": str(backbone_file)})
-    model = build(build_config, seed=config.seed)
-    try:
-        trainable_part(model, config).load_state_dict(load_file(str(run_dir / "model.safetensors")))
-    except Exception as exc:  # safetensors and torch raise several types for corrupt/mismatched files
-        raise DemsegError(f"model weights do not fit the run's architecture or are corrupt: "
-                          f"{run_dir / 'model.safetensors'} ({str(exc).splitlines()[0][:120]})") from exc
-    model.eval()
-    return model, config
-
-
-def check_resolution(pixel_size_m: float, config: TrainConfig, allow_mismatch: bool = False) -> str | None:
-    """Refuse data whose pixel size is more than 10 % off the run's; with ``allow_mismatch`` warn instead.
-
-    Returns the warning text, or None when the sizes agree. Evaluate and predict apply the same rule.
-    """
-    import logging
-
-    trained = config.pixel_size_m
-    if trained is None:
-        message = "the run does not record its training pixel size; the data's was not checked"
-        logging.getLogger("demseg").warning(message)
-        return message
-    relative = abs(pixel_size_m - trained) / trained
-    if relative <= MAX_PIXEL_SIZE_MISMATCH:
-        return None
-    message = (f"pixel size {pixel_size_m:g} m differs from the run's training pixel size {trained:g} m "
-               f"by {relative:.0%}")
-    if not allow_mismatch:
-        raise DemsegError(f"{message}; objects would have the wrong size in pixels. Resample first "
-                          f"(e.g. gdalwarp -tr {trained:g} {trained:g} -r bilinear IN.tif OUT.tif) or pass "
-                          "--allow-resolution-mismatch")
-    logging.getLogger("demseg").warning("%s; going on anyway (--allow-resolution-mismatch)", message)
-    return message

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from demseg.data.synth import generate_world
-from demseg.evaluate.experiment import ExperimentConfig, run_experiment
 from demseg.evaluate.report import summary_table
 from demseg.models.encoders import SHIPPED_STARTS
-from demseg.train.config import TrainConfig
+from demseg.runs.config import TrainConfig
+from demseg.train.experiment import ExperimentConfig, run_experiment
 
 DEMO_SCENES = 12
 PAPER_SCENES = 40

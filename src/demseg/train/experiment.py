@@ -18,23 +18,31 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from demseg.data.arrays import TileArrays, augmented_rows, tile_arrays
 from demseg.data.dataset import SplitData, load_split
 from demseg.data.normalise import DEFAULT_RECIPE, hillshade
 from demseg.data.spec import load_spec
 from demseg.data.tiles import Tile, eligible_tiles, training_subset
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
-from demseg.evaluate.report import plot_curves, plot_noise, write_preview, write_results_csv, write_summary
+from demseg.evaluate.report import (
+    collect_results,
+    plot_curves,
+    plot_noise,
+    write_preview,
+    write_results_csv,
+    write_summary,
+)
 from demseg.evaluate.scenes import SceneWindows, scene_windows, score_windows
 from demseg.io.atomic import write_text_atomic
 from demseg.io.folders import out_dir
-from demseg.models.registry import build, build_encoder, uses_backbone
-from demseg.train.config import TrainConfig
-from demseg.train.features import FeatureCache, encode_views
-from demseg.train.loop import CACHE_DTYPES, fit, predict_cached, predict_images
-from demseg.train.manifest import spec_file_hashes, write_manifest
-from demseg.train.run import apply_init, mix_arrays, resolve_init
-from demseg.train.tiles import TileArrays, augmented_rows, tile_arrays
+from demseg.models.features import FeatureCache, encode_views
+from demseg.models.inference import predict_cached, predict_images
+from demseg.models.registry import build_encoder, uses_backbone
+from demseg.runs.config import TrainConfig
+from demseg.runs.manifest import spec_file_hashes, write_manifest
+from demseg.train.loop import CACHE_DTYPES
+from demseg.train.run import mix_arrays, resolve_init, train_model
 
 
 class ExperimentConfig(BaseModel):
@@ -319,12 +327,10 @@ def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, tas
         train = TileArrays([group.union.ids[i] for i in rows], group.union.inputs[rows], group.union.targets[rows],
                            group.union.mixed)
         run_config = group.config.model_copy(update={"train_tiles": r["train_tiles"], "seed": r["seed"]})
-        model = build(run_config, backbone=group.backbone, seed=r["seed"])
-        apply_init(model, run_config)
         caches = group.caches
-        result = fit(run_config, model, train, group.val, SegmentationScorer,
-                     train_cache=caches[0].select_tiles(rows) if caches else None,
-                     val_cache=caches[1] if caches else None, progress=progress)
+        model, result = train_model(run_config, train, group.val, SegmentationScorer, backbone=group.backbone,
+                                    train_cache=caches[0].select_tiles(rows) if caches else None,
+                                    val_cache=caches[1] if caches else None, progress=progress)
         # the shared cache cost is charged to each run in proportion to its tiles, so runs stay comparable
         share = len(tiles) / max(1, len(group.position))
         run_dir = out / "runs" / r["key"]
@@ -360,37 +366,6 @@ def _preview(path: Path, model, config: TrainConfig, caches, group: _Group, data
                   f"{config.task}: {label}, {config.train_tiles} tiles, seed {config.seed}")
 
 
-def collect_results(out: Path) -> list[dict]:
-    """Every finished run's rows under ``out/runs``: its validation scores, then one row per other dataset.
-
-    Each row carries ``scored_on`` ("validation" or the dataset's name); with two or more other
-    datasets a "pooled" row sums their pixel counts (IoU over all their tiles together).
-    """
-    rows = []
-    for path in sorted((out / "runs").glob("*/metrics.json")):
-        record = json.loads(path.read_text())
-        elsewhere = record.pop("scored_on", {}) or {}
-        rows.append({**record, "scored_on": "validation"})
-        for name, scores in elsewhere.items():
-            rows.append({**record, **scores, "scored_on": name})
-        if len(elsewhere) > 1:
-            rows.append({**record, **pooled_scores(list(elsewhere.values())), "scored_on": "pooled"})
-    return rows
-
-
-def pooled_scores(scores: list[dict]) -> dict:
-    """Pixel IoU, precision, recall and F1 of several datasets' summed tp/fp/fn counts."""
-    tp, fp, fn, raised_fp, raised_negatives = (sum(s.get(k, 0) for s in scores)
-                                               for k in ("tp", "fp", "fn", "raised_fp", "raised_negatives"))
-    pixels = sum(s.get("scored_pixels", 0) for s in scores)
-    ratio = lambda a, b: float(a / b) if b else float("nan")  # noqa: E731 - a local shorthand
-    return {"iou": ratio(tp, tp + fp + fn), "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
-            "f1": ratio(2 * tp, 2 * tp + fp + fn), "tp": tp, "fp": fp, "fn": fn,
-            "raised_fp": raised_fp, "raised_negatives": raised_negatives,
-            "raised_fp_rate": ratio(raised_fp, raised_negatives),
-            "val_tiles": sum(s.get("val_tiles", 0) for s in scores), "scored_pixels": pixels}
-
-
 def _write_outputs(out: Path, rows: list[dict], config: ExperimentConfig, data: SplitData,
                    spec_path: str | Path, seconds: float) -> None:
     write_results_csv(rows, out / "results.csv")
@@ -411,29 +386,3 @@ def _write_outputs(out: Path, rows: list[dict], config: ExperimentConfig, data: 
     write_manifest(out / "manifest.json", json.loads(config.model_dump_json()), data.spec,
                    {"split": {t.id: t.split for t in data.tiles}}, argv=sys.argv,
                    extra={"runs": len(rows), "seconds_this_invocation": round(seconds, 1)})
-
-
-def combine_experiments(folders: list[str | Path], out: str | Path, title: str = "demseg experiments",
-                        reference: str = "unet") -> list[dict]:
-    """Merge the runs of several experiment folders into one results.csv, summary.md and curves.png in ``out``."""
-    rows = []
-    for folder in folders:
-        if not (Path(folder) / "runs").is_dir():
-            raise DemsegError(f"not an experiment folder (no runs/): {folder}")
-        rows += collect_results(Path(folder))
-    if not rows:
-        raise DemsegError("the experiment folders hold no finished run")
-    out = Path(out)
-    write_results_csv(rows, out / "results.csv")
-    write_summary(rows, out / "summary.md", title, [f"experiments: {', '.join(str(f) for f in folders)}",
-                                                    "95 % CI: Student t over seeds."], reference)
-    plot_curves(rows, out / "curves.png")
-    plot_noise(rows, out / "noise.png")
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """A plain-text IoU table for the terminal (mean over seeds, %)."""
-    from demseg.evaluate.report import summary_table
-
-    return summary_table(rows, "iou")

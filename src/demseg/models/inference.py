@@ -1,0 +1,67 @@
+"""Inference on model-ready tile arrays: 0/1 predictions or probabilities, from images or a feature cache.
+
+Shared by training (validation), evaluation and experiments; whole scenes go through
+:mod:`demseg.predict` (sliding windows, blending) instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from demseg.data.augment import dihedral
+from demseg.models.features import FeatureCache
+
+
+def _autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+def view_images(inputs: np.ndarray, tiles: np.ndarray, views: np.ndarray) -> torch.Tensor:
+    """(B, C, S, S) float32: view ``views[i]`` of tile ``tiles[i]`` of ``inputs``."""
+    return torch.stack([dihedral(torch.from_numpy(inputs[t]), int(v)) for t, v in zip(tiles, views, strict=True)])
+
+
+def cached_logits(model: nn.Module, cache: FeatureCache, rows: np.ndarray, inputs: np.ndarray):
+    """Logits of a backbone model for cache rows: tuned blocks (if any) and head; targets beside them."""
+    state, target = cache.batch(rows)
+    features = model.backbone.tuned_forward(state)
+    if model.head.needs_image:
+        image = view_images(inputs, cache.tile_index[rows], cache.view_index[rows])
+    else:
+        image = tuple(target.shape[-2:])
+    return model.head(features, image), target
+
+
+def _decide(logits: torch.Tensor, probabilities: bool) -> list[np.ndarray]:
+    """0/1 predictions (uint8), or the target class's probabilities (float32), of a batch of logits."""
+    if probabilities:
+        return list(torch.softmax(logits.float(), dim=1)[:, 1].numpy())
+    return list((logits.float().argmax(1) == 1).numpy().astype(np.uint8))  # auxiliary classes are background
+
+
+@torch.no_grad()
+def predict_cached(model: nn.Module, cache: FeatureCache, inputs: np.ndarray, amp: bool, batch_size: int = 16,
+                   probabilities: bool = False) -> list[np.ndarray]:
+    """0/1 predictions (or probabilities) of a backbone model for every row of a cache (``inputs``: its tiles)."""
+    model.eval()
+    out = []
+    for start in range(0, len(cache), batch_size):
+        with _autocast(amp):
+            logits, _ = cached_logits(model, cache, np.arange(start, min(len(cache), start + batch_size)), inputs)
+        out += _decide(logits, probabilities)
+    return out
+
+
+@torch.no_grad()
+def predict_images(model: nn.Module, inputs: np.ndarray, amp: bool, batch_size: int = 8,
+                   probabilities: bool = False) -> list[np.ndarray]:
+    """0/1 predictions (or probabilities) of an image model (UNet or a whole backbone model) for every tile."""
+    model.eval()
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        with _autocast(amp):
+            logits = model(torch.from_numpy(inputs[start:start + batch_size]))
+        out += _decide(logits, probabilities)
+    return out
