@@ -175,3 +175,14 @@ def test_noise_curves_pair_each_noisy_run_with_the_clean_run_of_its_seed(tmp_pat
     assert "| roads | 10 | unet | 55.0" in table and "| 15.0 ± " in table and "(n=3) |" in table
     assert plot_noise(rows, tmp_path / "noise.png").stat().st_size > 0
     assert plot_noise([_row("unet", 0, 0.6)], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+def test_the_table2_shape_puts_many_noisy_tiles_beside_few_clean_ones():
+    from demseg.evaluate.report import noisy_budget_table
+
+    rows = [_row("unet", 0, 0.50), _row("unet", 0, 0.58, budget=24),
+            _row("unet+noise-drop0.3-shift1.5", 0, 0.56, budget=24), _row("unet+noise-drop0.3", 0, 0.4)]
+    table = noisy_budget_table(rows)
+    assert "| 10 tiles, clean | 24 tiles, clean | 24 tiles, drop 0.3, shift 1.5 |" in table
+    assert "| roads | unet | 50.0 (n=1) | 58.0 (n=1) | 56.0 (n=1) |" in table
+    assert noisy_budget_table(rows[:2] + rows[3:]) == ""  # one kind at a time: a curve, not this table

@@ -131,6 +131,11 @@ def write_summary(rows: list[dict], path: Path, title: str, notes: list[str], re
         text += ["## Label noise", "", "Validation IoU, % (mean ± 95 % CI over seeds), of runs trained on labels with one "
                  "kind of noise (`--label-noise`), beside the same model's clean runs; the loss is paired by seed "
                  "and averaged over the noisy settings (lower: degrades less). Curves: noise.png.", "", noise, ""]
+    table2 = noisy_budget_table(rows, "iou")
+    if table2:
+        text += ["## Many noisy tiles against few clean ones (the paper's Table 2 shape)", "",
+                 "Validation IoU, % (mean ± 95 % CI over seeds): clean runs at each budget beside runs whose "
+                 "training labels carry several kinds of noise at once.", "", table2, ""]
     text += [f"- {note}" for note in notes]
     return write_text_atomic(path, "\n".join(text) + "\n")
 
@@ -196,6 +201,31 @@ def noise_table(rows: list[dict], metric: str = "iou", scored_on: str = "validat
         loss = "-" if not losses else (f"{100 * mean:.1f}" + ("" if math.isnan(half) else f" ± {100 * half:.1f}")
                                        + f" (n={len(losses)})")
         lines.append(f"| {task} | {budget} | {base} | " + " | ".join(cells) + f" | {loss} |")
+    return "\n".join(lines)
+
+
+def noisy_budget_table(rows: list[dict], metric: str = "iou", scored_on: str = "validation") -> str:
+    """Markdown, the paper's Table 2 shape: per model, clean runs at each budget beside runs on labels with
+    several kinds of noise at once (e.g. many noisy tiles against few clean ones); empty without such runs."""
+    cells: dict[tuple[str, str], dict[tuple[int, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+    mixed = False
+    for row in rows:
+        value = row.get(metric)
+        if row.get("scored_on", "validation") != scored_on or value in ("", None) or math.isnan(float(value)):
+            continue
+        base, noise = split_noise(label_of(row))
+        if len(noise) == 1:
+            continue
+        mixed |= len(noise) > 1
+        setting = "clean" if not noise else ", ".join(f"{k} {v:g}" for k, v in noise.items())
+        cells[(row["task"], base)][(int(row["train_tiles"]), setting)].append(float(value))
+    if not mixed:
+        return ""
+    columns = sorted({key for table in cells.values() for key in table}, key=lambda c: (c[0], c[1] != "clean", c[1]))
+    lines = ["| task | model | " + " | ".join(f"{n} tiles, {setting}" for n, setting in columns) + " |",
+             "|" + "---|" * (len(columns) + 2)]
+    for (task, base), table in sorted(cells.items()):
+        lines.append(f"| {task} | {base} | " + " | ".join(_cell(table.get(c, [])) for c in columns) + " |")
     return "\n".join(lines)
 
 
