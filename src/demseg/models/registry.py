@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,9 +22,6 @@ from demseg.models.config import ModelConfig
 from demseg.models.detail import DetailHead
 from demseg.models.unet import UNet
 from demseg.models.upernet import MaeUperNet, SegmentationHead
-
-WIDTHS = {"mae-upernet": ("head_width", "neck_width"), "mae-detail": ("head_width", "neck_width", "detail_width"),
-          "unet": ("unet_width",)}  # what sizes each model's trainable part, for a message
 
 
 def build_encoder(config: ModelConfig, seed: int = 0) -> MaeBackbone:
@@ -81,16 +79,34 @@ def _unet(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Mo
     return UNet(recipe_channels(config.recipe), config.num_classes(), base_width=config.unet_width)
 
 
-MODELS: dict[str, Callable[[ModelConfig, MaeBackbone | None, int], nn.Module]] = {
-    "mae-upernet": _mae_upernet,
-    "mae-detail": _mae_detail,
-    "unet": _unet,
+@dataclass(frozen=True)
+class ModelEntry:
+    """Everything demseg knows about one model, in one place."""
+
+    build: Callable[[ModelConfig, MaeBackbone | None, int], nn.Module]
+    backbone: bool  # built around a (frozen, cacheable) MAE backbone; its head is what training stores
+    widths: tuple[str, ...]  # the config fields that size its trainable part (and must match an --init start)
+    about: str
+
+
+MODELS: dict[str, ModelEntry] = {
+    "mae-upernet": ModelEntry(_mae_upernet, True, ("head_width", "neck_width"),
+                              "MAE ViT + UperNet through blocks 3/5/7/11 (the paper's)"),
+    "mae-detail": ModelEntry(_mae_detail, True, ("head_width", "neck_width", "detail_width"),
+                             "the same plus a full-resolution convolutional detail path"),
+    "unet": ModelEntry(_unet, False, ("unet_width",), "a UNet trained from scratch"),
 }
 
 
 def uses_backbone(name: str) -> bool:
     """True for models built around a (frozen, cacheable) MAE backbone."""
-    return name != "unet"
+    return MODELS[name].backbone
+
+
+def shaped_by(name: str) -> tuple[str, ...]:
+    """The config fields that size model ``name``'s trainable weights (beyond model, task, recipe, tiles)."""
+    entry = MODELS[name]
+    return entry.widths + (("arch",) if entry.backbone else ())
 
 
 def build(config: ModelConfig, backbone: MaeBackbone | None = None, seed: int = 0) -> nn.Module:
@@ -102,10 +118,10 @@ def build(config: ModelConfig, backbone: MaeBackbone | None = None, seed: int = 
     if config.model not in MODELS:
         raise DemsegError(f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}")
     try:
-        return MODELS[config.model](config, backbone, seed)
+        return MODELS[config.model].build(config, backbone, seed)
     except (MemoryError, RuntimeError) as exc:  # torch reports a failed allocation as a RuntimeError
         if isinstance(exc, RuntimeError) and "allocate" not in str(exc):
             raise
-        widths = ", ".join(f"{name} {getattr(config, name)}" for name in WIDTHS.get(config.model, ()))
+        widths = ", ".join(f"{name} {getattr(config, name)}" for name in MODELS[config.model].widths)
         raise DemsegError(f"the {config.model} model asked for ({widths}) does not fit in this machine's "
                           "memory") from exc

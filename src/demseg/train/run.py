@@ -22,7 +22,7 @@ from demseg.data.tiles import Tile, eligible_tiles, training_subset, write_tile_
 from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path, write_text_atomic
 from demseg.io.folders import out_dir
-from demseg.models.registry import build, uses_backbone
+from demseg.models.registry import build, shaped_by, uses_backbone
 from demseg.runs.config import TrainConfig
 from demseg.runs.folder import is_finished_run, read_run_config, trainable_part
 from demseg.runs.manifest import write_manifest
@@ -100,13 +100,7 @@ INIT_MUST_MATCH = ("model", "task", "recipe", "arch", "head_width", "neck_width"
 
 def _shapes_weights(name: str, model: str) -> bool:
     """True when setting ``name`` shapes the weights of ``model`` (a UNet has no head width, a UperNet no UNet)."""
-    if name in ("model", "task", "recipe", "tile_size_px", "auxiliary"):
-        return True
-    if name == "unet_width":
-        return not uses_backbone(model)
-    if name == "detail_width":
-        return model == "mae-detail"
-    return uses_backbone(model)
+    return name in ("model", "task", "recipe", "tile_size_px", "auxiliary") or name in shaped_by(model)
 
 
 def resolve_init(config: TrainConfig) -> TrainConfig:
