@@ -237,6 +237,25 @@ def _cell(values: list[float]) -> str:
         f"{100 * mean:.1f} ± {100 * half:.1f} (n={len(values)})"
 
 
+def _mean_with_band(ax, xs: list, values: list[list[float]], label: str, alpha: float) -> None:
+    """One line of means (in %) over ``xs`` with its 95 % CI band (none where a point has one value)."""
+    stats = [mean_ci95(v) for v in values]
+    means = np.array([100 * m for m, _ in stats])
+    halves = np.array([0.0 if math.isnan(h) else 100 * h for _, h in stats])
+    ax.plot(xs, means, marker="o", label=label)
+    ax.fill_between(xs, means - halves, means + halves, alpha=alpha)
+
+
+def _save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
 def plot_noise(rows: list[dict], path: Path, metric: str = "iou", scored_on: str = "validation") -> Path | None:
     """noise.png: metric against the amount of each kind of label noise, one line per model (95 % CI bands).
 
@@ -259,22 +278,15 @@ def plot_noise(rows: list[dict], path: Path, metric: str = "iou", scored_on: str
             if (row_task, row_kind) != (task, kind):
                 continue
             xs = sorted(amounts)
-            stats = [mean_ci95(list(amounts[x].values())) for x in xs]
-            means = np.array([100 * m for m, _ in stats])
-            halves = np.array([0.0 if math.isnan(h) else 100 * h for _, h in stats])
-            ax.plot(xs, means, marker="o", label=base if len(budgets) == 1 else f"{base}, {budget} tiles")
-            ax.fill_between(xs, means - halves, means + halves, alpha=0.15)
+            _mean_with_band(ax, xs, [list(amounts[x].values()) for x in xs],
+                            base if len(budgets) == 1 else f"{base}, {budget} tiles", alpha=0.15)
         ax.set_xlabel(units.get(kind, kind))
         ax.set_ylabel(f"{metric.upper()} (%)")
         ax.set_title(f"{task}: label noise '{kind}'")
         ax.set_ylim(0, 100)  # a CI band of two seeds can reach far past the possible scores
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_curves(rows: list[dict], path: Path, metric: str = "iou") -> Path:
@@ -293,22 +305,14 @@ def plot_curves(rows: list[dict], path: Path, metric: str = "iou") -> Path:
             if row_task != task:
                 continue
             budgets = sorted(cells)
-            stats = [mean_ci95(cells[b]) for b in budgets]
-            means = np.array([100 * m for m, _ in stats])
-            halves = np.array([0.0 if math.isnan(h) else 100 * h for _, h in stats])
-            ax.plot(budgets, means, marker="o", label=label)
-            ax.fill_between(budgets, means - halves, means + halves, alpha=0.2)
+            _mean_with_band(ax, budgets, [cells[b] for b in budgets], label, alpha=0.2)
         ax.set_xscale("log")
         ax.set_xlabel("training tiles")
         ax.set_ylabel(f"{metric.upper()} (%)")
         ax.set_title(task if name == "validation" else f"{task}, scored on {name}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def write_preview(path: Path, hillshades: list[np.ndarray], targets: list[np.ndarray],
