@@ -39,7 +39,7 @@ LOD1_FIELDS = ("ground_m", "roof_m", "roof_max_m", "height_m", "point_count")
 
 def split_labels(inside: np.ndarray, dsm: np.ndarray, step_m: float, min_part_px: int) -> np.ndarray:
     """Part labels (1..N, 0 outside) of one footprint ``inside`` from its DSM (NaN where unknown)."""
-    height = np.where(np.isfinite(dsm), dsm, np.nan)
+    height = dsm
     step = np.zeros(inside.shape, bool)
     for axis in (0, 1):
         difference = np.abs(np.diff(height, axis=axis))
@@ -75,31 +75,31 @@ def _connected(parts: np.ndarray) -> np.ndarray:
         pieces, count = ndimage.label(parts == label, structure=FOUR)
         if count <= 1:
             continue
-        sizes = np.bincount(pieces.ravel())
-        sizes[0] = 0
-        for piece in range(1, count + 1):
-            if piece == sizes.argmax():
+        largest = np.bincount(pieces.ravel())[1:].argmax() + 1
+        for piece, box in enumerate(ndimage.find_objects(pieces), start=1):
+            if piece == largest:
                 continue
-            region = pieces == piece
+            box = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in box)  # the piece and its ring
+            region = pieces[box] == piece
             ring = ndimage.binary_dilation(region, FOUR) & ~region
-            neighbours = out[ring]
+            neighbours = out[box][ring]
             neighbours = neighbours[(neighbours > 0) & (neighbours != label)]
             if neighbours.size:
-                out[region] = np.bincount(neighbours).argmax()
+                out[box][region] = np.bincount(neighbours).argmax()
     return out
 
 
 def _by_height(parts: np.ndarray, height: np.ndarray, step: np.ndarray) -> np.ndarray:
     """Each pixel of a step line given to the neighbouring part (8-neighbours) whose median roof is nearest."""
     count = int(parts.max())
-    medians = np.array([0.0] + [float(np.median(height[parts == k])) for k in range(1, count + 1)])
-    out = parts.copy()
+    medians = np.array([np.inf] + [float(np.median(height[parts == k])) for k in range(1, count + 1)])
+    rows, cols = np.nonzero(step)
     padded = np.pad(parts, 1)
-    for row, col in zip(*np.nonzero(step), strict=True):
-        candidates = np.unique(padded[row:row + 3, col:col + 3])
-        candidates = candidates[candidates > 0]
-        if candidates.size > 1:
-            out[row, col] = candidates[np.argmin(np.abs(medians[candidates] - height[row, col]))]
+    # the 3 x 3 neighbourhood of every step pixel (the pixel itself included): labels and their distance
+    candidates = np.stack([padded[rows + dr, cols + dc] for dr in range(3) for dc in range(3)], axis=1)
+    distance = np.abs(medians[candidates] - height[rows, cols][:, None])
+    out = parts.copy()
+    out[rows, cols] = candidates[np.arange(len(rows)), distance.argmin(axis=1)]
     return out
 
 
@@ -139,8 +139,7 @@ class FootprintSplitter:
         inside = features.rasterize([(geometry, 1)], out_shape=shape, transform=transform, fill=0,
                                     dtype="uint8").astype(bool)
         dsm, _, dtm = self.source.read_window(window)
-        labels = split_labels(inside, dsm, self.step_m, self.min_part_px) if self.step_m > 0 else \
-            inside.astype(np.int32)
+        labels = split_labels(inside, dsm, self.step_m, self.min_part_px)
         probability = self._read(self.prob_path, window, scale=0.01, nodata=255)
         counts = self._read(self.count_path, window)
         parts = []
