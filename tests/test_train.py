@@ -348,3 +348,48 @@ def test_mix_draws_a_share_of_every_batch_from_the_second_dataset(world, tmp_pat
     with pytest.raises(DemsegError, match="shares files"):
         train_run(world, tiny_config(iters=2, val_every=2, mix=str(world)), tmp_path / "run2", SegmentationScorer,
                   progress=False)
+
+
+def test_crops_cut_images_and_targets_at_the_same_place_in_every_view():
+    from demseg.models.inference import view_images
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 2, (3, 32, 32)).astype(np.uint8)
+    inputs = np.stack([targets.astype(np.float32), -targets.astype(np.float32)], axis=1)  # (3, 2, 32, 32)
+    tiles, views = np.array([0, 2, 1, 2]), np.array([0, 3, 5, 7])
+    corners = np.array([[0, 0], [16, 3], [5, 16], [16, 16]])
+    images = view_images(inputs, tiles, views, corners, 16)
+    cut = view_images(targets, tiles, views, corners, 16)
+    assert images.shape == (4, 2, 16, 16) and cut.shape == (4, 16, 16)
+    assert torch.equal(images[:, 0], cut.float()) and torch.equal(images[:, 1], -cut.float())
+    row, col = corners[1]
+    assert torch.equal(cut[1], torch.rot90(torch.from_numpy(targets[2, row:row + 16, col:col + 16]), 3))
+
+
+def test_crop_training_feeds_crops_and_validates_on_whole_tiles(world):
+    data, config, train, val = prepared(world, tiny_config(model="unet", crop_px=32, iters=4, val_every=2))
+    model = build(config, seed=0)
+    sizes = []
+    model.register_forward_pre_hook(lambda module, args: sizes.append((module.training, args[0].shape[-1])))
+    result = fit(config, model, train, val, SegmentationScorer, progress=False)
+    assert {size for training, size in sizes if training} == {32}
+    assert {size for training, size in sizes if not training} == {TILE}
+    assert result.best_iter in (2, 4) and all(np.isfinite(result.losses))
+    again = fit(config, build(config, seed=0), train, val, SegmentationScorer, progress=False)
+    assert again.losses == result.losses  # the crop corners come from the seed
+
+
+@pytest.mark.parametrize("crop, pattern", [(40, "multiple of 16"), (2 * TILE, "multiple of 16")])
+def test_a_crop_that_does_not_fit_the_tile_is_one_line(world, tmp_path, capsys, crop, pattern):
+    from demseg.cli import main
+
+    code = main(["train", str(world), "--tile-size-px", str(TILE), "--crop-px", str(crop), "--iters", "2",
+                 "--train-tiles", "2", "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and pattern in err and not (tmp_path / "run").exists()
+
+
+def test_crops_are_refused_for_a_backbone_model(world):
+    data, config, train, val = prepared(world, tiny_config(crop_px=32))
+    with pytest.raises(DemsegError, match="--crop-px is for the unet"):
+        fit(config, build(config, seed=0), train, val, SegmentationScorer, progress=False)

@@ -33,7 +33,7 @@ name_list = list_of(str)
 
 TRAIN_FIELDS = ["iters", "val_tiles", "arch", "recipe", "head_width", "neck_width", "unet_width", "detail_width",
                 "finetune", "layer_decay", "lp_fraction", "init", "batch_size", "lr", "val_every", "tile_size_px",
-                "split_seed", "min_train_fraction", "cached", "backbone_dtype", "aux_head", "views", "coarsen",
+                "split_seed", "min_train_fraction", "cached", "backbone_dtype", "aux_head", "views", "crop_px", "coarsen",
                 "mix", "mix_tiles", "mix_share", "auxiliary", "label_noise",
                 "min_valid_fraction"]
 FLAG_NAMES = {"cached": "--no-cache", "tasks": "--task"}

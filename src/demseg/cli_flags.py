@@ -170,4 +170,4 @@ def make_config(config_class: type[BaseModel], values: dict):
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "--" + "-".join(str(part) for part in first["loc"][:1]).replace("_", "-")
-        raise DemsegError(f"{where}: {first['msg']}") from exc
+        raise DemsegError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from exc

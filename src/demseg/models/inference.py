@@ -18,9 +18,20 @@ def _autocast(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
-def view_images(inputs: np.ndarray, tiles: np.ndarray, views: np.ndarray) -> torch.Tensor:
-    """(B, C, S, S) float32: view ``views[i]`` of tile ``tiles[i]`` of ``inputs``."""
-    return torch.stack([dihedral(torch.from_numpy(inputs[t]), int(v)) for t, v in zip(tiles, views, strict=True)])
+def view_images(inputs: np.ndarray, tiles: np.ndarray, views: np.ndarray, corners: np.ndarray | None = None,
+                size: int | None = None) -> torch.Tensor:
+    """(B, ..., S, S): view ``views[i]`` of tile ``tiles[i]`` of ``inputs`` (images or targets).
+
+    With ``corners`` ((B, 2) row, column) and ``size``, of the ``size`` x ``size`` crop at ``corners[i]``.
+    """
+    def part(i: int, tile: int) -> np.ndarray:
+        if corners is None:
+            return inputs[tile]
+        row, col = corners[i]
+        return inputs[tile][..., row:row + size, col:col + size]
+
+    return torch.stack([dihedral(torch.from_numpy(part(i, t)), int(v))
+                        for i, (t, v) in enumerate(zip(tiles, views, strict=True))])
 
 
 def cached_logits(model: nn.Module, cache: FeatureCache, rows: np.ndarray, inputs: np.ndarray):

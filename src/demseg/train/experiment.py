@@ -75,6 +75,7 @@ class Arm:
     recipe: str = DEFAULT_RECIPE
     auxiliary: tuple[str, ...] = ()
     label_noise: str = ""
+    crop_px: int | None = None
 
     @property
     def label(self) -> str:
@@ -93,6 +94,8 @@ class Arm:
             label += "+aux-" + "-".join(self.auxiliary)
         if self.label_noise:
             label += "+noise-" + self.label_noise.replace("=", "").replace(",", "-")
+        if self.crop_px:
+            label += f"+crop-{self.crop_px}"
         return label
 
 
@@ -104,7 +107,8 @@ def arms_of(config: ExperimentConfig) -> list[Arm]:
         if config.base.init:
             weights = weights[:1]  # the backbone comes from the --init run
         arms += [Arm(model, w, config.base.finetune, config.base.init, tuple(config.base.coarsen), config.base.mix,
-                     config.base.recipe, tuple(config.base.auxiliary), config.base.label_noise) for w in weights]
+                     config.base.recipe, tuple(config.base.auxiliary), config.base.label_noise,
+                     config.base.crop_px if not uses_backbone(model) else None) for w in weights]
     return arms
 
 
@@ -275,7 +279,8 @@ def _prepare_group(data: SplitData, base: TrainConfig, task: str, arm: Arm, subs
     if not val_tiles:
         raise DemsegError(f"the split left no validation tile labelled for {task}")
     run_base = base.model_copy(update={"task": task, "model": arm.model, "backbone_weights":
-                                       arm.weights if arm.weights != "-" else base.backbone_weights})
+                                       arm.weights if arm.weights != "-" else base.backbone_weights,
+                                       "crop_px": arm.crop_px})
     run_base = resolve_init(run_base)
     union = tile_arrays(data.scenes, union_tiles, task, base.recipe, base.coarsen, base.auxiliary,
                         base.label_noise, base.split_seed)

@@ -24,7 +24,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from demseg.data.arrays import NOT_TARGET, TileArrays
-from demseg.data.augment import dihedral
 from demseg.data.scene import IGNORE
 from demseg.errors import DemsegError
 from demseg.models.features import FeatureCache, encode_views
@@ -199,6 +198,8 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
         raise DemsegError("the training config has no pixel size: set it from the data before fitting")
     if len(train) == 0 or len(val) == 0:
         raise DemsegError(f"need training and validation tiles, got {len(train)} and {len(val)}")
+    if config.crop_px and uses_backbone(config.model):
+        raise DemsegError(f"--crop-px is for the unet; {config.model} trains on whole tiles")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     weights = class_weights(train.targets, config.num_classes())
@@ -227,9 +228,10 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
             if cached:
                 logits, target = cached_logits(model, train_cache, tiles * config.views + views, train.inputs)
             else:
-                logits = model(view_images(train.inputs, tiles, views))
-                target = torch.stack([dihedral(torch.from_numpy(train.targets[t]), int(v))
-                                      for t, v in zip(tiles, views, strict=True)]).long()
+                corners = (rng.integers(0, train.inputs.shape[-1] - config.crop_px + 1, (len(tiles), 2))
+                           if config.crop_px else None)
+                logits = model(view_images(train.inputs, tiles, views, corners, config.crop_px))
+                target = view_images(train.targets, tiles, views, corners, config.crop_px).long()
         loss = segmentation_loss(logits, target, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
