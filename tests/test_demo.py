@@ -1,40 +1,34 @@
-"""The demo's protocol: three models on both tasks, the best variant from shipped starts and another world."""
+"""The demo's protocol: the paper's two models and demseg's default, on both tasks, on a world of their own."""
 
 from __future__ import annotations
 
-from demseg.models.encoders import SHIPPED_STARTS, resolve_start
-from demseg.runs.folder import read_run_config
-from demseg.train.demo import MIX_SEED, demo_configs, start_name
+from demseg.train.demo import DEMO_CROP_PX, MIX_SEED, demo_configs, describe
+from demseg.train.presets import preset_config
 
 
-def test_the_demo_compares_the_unet_the_papers_model_and_the_best_pre_trained_variant_on_both_tasks():
+def test_the_demo_compares_the_unet_the_papers_model_and_demsegs_default_on_both_tasks():
     configs = demo_configs(paper=False, mix_spec="mix/dataset.yaml")
     reference = configs["reference"]
     assert reference.models == ["unet", "mae-upernet"] and reference.tasks == ["buildings", "roads"]
     assert reference.backbone_weights == ["dem-tiny"]
     for task in ("buildings", "roads"):
-        best = configs[f"best_{task}"]
-        assert best.tasks == [task] and best.models == ["mae-detail"]
-        assert best.base.init == start_name(task) and best.base.mix == "mix/dataset.yaml"
-        assert best.train_tiles == reference.train_tiles and best.seeds == reference.seeds
+        default = configs[f"default_{task}"]
+        preset = preset_config(task=task)
+        assert default.tasks == [task] and default.models == [preset.model]
+        assert default.train_tiles == reference.train_tiles and default.seeds == reference.seeds
+        # the preset's recipe, on the demo's schedule; its rehearsal world is the demo's small copy
+        kept = {"iters", "val_every", "mix", "mix_tiles", "crop_px"}
+        assert {k: v for k, v in default.base.model_dump().items() if k not in kept} == \
+            {k: v for k, v in preset.model_dump().items() if k not in kept}
+        assert default.base.iters == reference.base.iters and default.base.crop_px == DEMO_CROP_PX
+        assert default.base.mix == ("mix/dataset.yaml" if preset.mix else None)
+    assert configs["default_buildings"].base.mix and configs["default_buildings"].base.coarsen
     assert MIX_SEED != 0  # the rehearsal world is never the demo world
+    assert "coarsened copies x2,4" in describe(configs["default_buildings"].base)
 
 
-def test_every_start_the_demo_needs_is_shipped_and_matches_the_best_variant():
-    for task in ("buildings", "roads"):
-        entry = SHIPPED_STARTS[start_name(task)]
-        config = read_run_config(resolve_start(entry.name))
-        best = demo_configs(paper=False, mix_spec="m.yaml")[f"best_{task}"].base
-        assert config.task == task == entry.task and config.model == best.model
-        assert (config.head_width, config.neck_width, config.detail_width) == (best.head_width, best.neck_width,
-                                                                                best.detail_width)
-        assert config.backbone_weights == entry.encoder and config.recipe == best.recipe
-
-
-def test_the_demos_best_variant_accepts_its_shipped_start():
-    from demseg.train.run import resolve_init
-
-    for task in ("buildings", "roads"):
-        best = demo_configs(paper=False, mix_spec="m.yaml")[f"best_{task}"].base
-        resolved = resolve_init(best.model_copy(update={"task": task}))  # the demo's UNet width differs: no matter
-        assert resolved.backbone_weights == SHIPPED_STARTS[start_name(task)].encoder
+def test_the_paper_protocol_trains_on_whole_tiles_with_the_papers_schedule():
+    configs = demo_configs(paper=True, mix_spec="m.yaml")
+    for config in configs.values():
+        assert config.base.crop_px is None and config.base.iters == 3000 and config.seeds == 3
+        assert config.train_tiles == [10, 50, 200, 450]

@@ -295,3 +295,17 @@ def test_unknown_extension_and_missing_file_are_refused(tmp_path):
         load_encoder(str(weights), None, num_channels=1)
     with pytest.raises(DemsegError, match="weights not found"):
         load_encoder(str(tmp_path / "gone.safetensors"), None, num_channels=1)
+
+
+def test_every_shipped_start_matches_its_entry_and_is_accepted_as_init():
+    from demseg.models.encoders import SHIPPED_STARTS, resolve_start
+    from demseg.runs.config import TrainConfig
+    from demseg.runs.folder import read_run_config
+    from demseg.train.run import resolve_init
+
+    for name, entry in SHIPPED_STARTS.items():
+        saved = read_run_config(resolve_start(name))
+        assert (saved.task, saved.model, saved.backbone_weights) == (entry.task, entry.model, entry.encoder)
+        config = TrainConfig(task=saved.task, model=saved.model, recipe=saved.recipe, head_width=saved.head_width,
+                             neck_width=saved.neck_width, detail_width=saved.detail_width, init=name)
+        assert resolve_init(config).backbone_weights == entry.encoder

@@ -1,17 +1,20 @@
-"""``demseg demo``: the synthetic world, the shipped pre-trained models, and the label-budget table.
+"""``demseg demo``: the synthetic world, the shipped encoder, and the label-budget table.
 
-Default (about 10 minutes on 2 CPU cores): buildings and roads at 10 training tiles, one seed,
+Default (about 5 minutes on 2 CPU cores): buildings and roads at 10 training tiles, one seed,
 three models on one validation region:
 
 - ``unet``: a UNet from scratch (the paper's baseline);
 - ``mae-upernet``: the paper's model, a frozen MAE ViT (the shipped ``dem-tiny`` encoder) + UperNet;
-- ``mae-detail + synthetic``: demseg's best pre-trained variant: the same frozen encoder with a
-  full-resolution detail path, started from the head shipped for the task (trained on thousands
-  of synthetic tiles of another world) and rehearsing a second synthetic world in every batch
-  while it adapts to the 10 tiles.
+- ``demseg default``: what ``demseg train`` trains when no flag says otherwise (the ``recommended``
+  preset, :mod:`demseg.train.presets`): for buildings a UNet on relief + slope + roughness with
+  coarsened copies of every tile, a vegetation output, and a synthetic world rehearsed in half of
+  every batch (here the first scenes of the preset's own rehearsal world); for roads a UNet on
+  relief + slope.
 
-``--paper`` runs the paper's protocol instead (10/50/200/450 tiles, 3000 iterations, batch 8,
-3 seeds, head width 256, UNet width 32): hours on a CPU, meant for a GPU or patience.
+Every UNet trains on random crops (``DEMO_CROP_PX``) of its tiles, which makes a step about 3x
+cheaper on a CPU; validation sees whole tiles. ``--paper`` runs the paper's protocol instead
+(10/50/200/450 tiles, 3000 iterations, batch 8, 3 seeds, head width 256, UNet width 32, whole
+tiles): hours on a CPU, meant for a GPU or patience.
 """
 
 from __future__ import annotations
@@ -22,45 +25,57 @@ from pathlib import Path
 
 from demseg.data.synth import generate_world
 from demseg.evaluate.report import summary_table
-from demseg.models.encoders import SHIPPED_STARTS
 from demseg.runs.config import TrainConfig
 from demseg.train.experiment import ExperimentConfig, run_experiment
+from demseg.train.presets import DEFAULT_PRESET, preset_config
 
 DEMO_SCENES = 12
 PAPER_SCENES = 40
-MIX_SCENES = 4  # the rehearsal world: another seed, never the demo world's scenes
+MIX_SCENES = 4  # the first scenes of the rehearsal world (another seed), never the demo world's scenes
 MIX_SEED = 1000
+MIX_TILES = 40
 DEMO_ITERS = 120
-# the best variant starts from a head already trained for the task, and its full-resolution detail path
-# costs ~4x a UNet step on a CPU: half the steps keep the demo near 10 minutes on an AVX2-only CPU
-BEST_ITERS = 60
-BEST = "mae-detail + synthetic"
-NAMES = {"unet": "unet", "mae-upernet": "mae-upernet (paper)", "mae-detail": BEST}
+DEMO_CROP_PX = 128
+DEFAULT = "demseg default"
+REFERENCE_NAMES = {"unet": "unet", "mae-upernet": "mae-upernet (paper)"}
 
 
-def start_name(task: str) -> str:
-    """The shipped starting point of the best variant for ``task``."""
-    return f"synth-detail-{task}"
+def default_config(task: str, base: TrainConfig, mix_spec: str) -> TrainConfig:
+    """The ``recommended`` preset for ``task`` on the demo's schedule, rehearsing the demo's rehearsal world."""
+    config = preset_config(DEFAULT_PRESET, task=task, iters=base.iters, val_every=base.val_every,
+                           crop_px=base.crop_px)
+    if config.mix:
+        config = config.model_copy(update={"mix": mix_spec, "mix_tiles": MIX_TILES})
+    return config
+
+
+def describe(config: TrainConfig) -> str:
+    """A few words on a demo run's recipe, e.g. 'unet (width 16) on relief+slope, coarsened copies x2,4'."""
+    parts = [f"{config.model} (width {config.unet_width}) on {config.recipe}"]
+    if config.coarsen:
+        parts.append(f"coarsened copies x{','.join(map(str, config.coarsen))}")
+    if config.auxiliary:
+        parts.append(f"{'/'.join(config.auxiliary)} as an extra output")
+    if config.mix:
+        parts.append(f"rehearsing the first {MIX_SCENES} scenes of its synthetic world (seed {MIX_SEED}) in "
+                     f"{config.mix_share:.0%} of every batch")
+    return ", ".join(parts)
 
 
 def demo_configs(paper: bool, mix_spec: str) -> dict[str, ExperimentConfig]:
-    """The experiments the demo runs: the two reference models, and the best variant once per task."""
+    """The experiments the demo runs: the two reference models, and demseg's default once per task."""
     if paper:
         base = TrainConfig(iters=3000, val_every=150, head_width=256, unet_width=32)
         budgets, seeds, preview = [10, 50, 200, 450], 3, 4
     else:
-        base = TrainConfig(iters=DEMO_ITERS, val_every=40, unet_width=8, lr=2e-3)
+        base = TrainConfig(iters=DEMO_ITERS, val_every=40, unet_width=8, lr=2e-3, crop_px=DEMO_CROP_PX)
         budgets, seeds, preview = [10], 1, 3
     shared = dict(backbone_weights=["dem-tiny"], train_tiles=budgets, seeds=seeds, preview_tiles=preview)
     configs = {"reference": ExperimentConfig(tasks=["buildings", "roads"], models=["unet", "mae-upernet"],
                                              base=base, **shared)}
     for task in ("buildings", "roads"):
-        start = SHIPPED_STARTS[start_name(task)]
-        best = base.model_copy(update={"model": "mae-detail", "init": start.name, "mix": mix_spec, "mix_tiles": 40,
-                                       "head_width": 64, "neck_width": 64})
-        if not paper:
-            best = best.model_copy(update={"iters": BEST_ITERS, "val_every": BEST_ITERS // 3})
-        configs[f"best_{task}"] = ExperimentConfig(tasks=[task], models=["mae-detail"], base=best, **shared)
+        default = default_config(task, base, mix_spec)
+        configs[f"default_{task}"] = ExperimentConfig(tasks=[task], models=[default.model], base=default, **shared)
     return configs
 
 
@@ -82,24 +97,25 @@ def run_demo(out: str | Path = "demo_out", paper: bool = False, progress: bool =
     configs = demo_configs(paper, str(mix))
     rows = []
     for name, config in configs.items():
-        rows += run_experiment(spec, config, out / (f"{name}_paper" if paper else name), progress=progress)
-    for row in rows:
-        row["label"] = NAMES[row["model"]]
+        runs = run_experiment(spec, config, out / (f"{name}_paper" if paper else name), progress=progress)
+        for row in runs:
+            row["label"] = REFERENCE_NAMES[row["model"]] if name == "reference" else DEFAULT
+        rows += runs
     minutes = (time.perf_counter() - started) / 60
     reference = configs["reference"]
     base = reference.base
     val_tiles = rows[0]["val_tiles"] if rows else "?"
+    buildings = configs["default_buildings"].base
+    crops = f", UNets on random {base.crop_px} px crops (validation on whole tiles)" if base.crop_px else ""
     lines = [
         "",
         f"demseg demo: synthetic DEM world ({scenes} scenes of 896 px at 0.5 m, seed 0), validation on {val_tiles} "
         "tiles of held-out scenes",
         f"unet: from scratch, width {base.unet_width}. mae-upernet (paper): frozen ViT-{base.arch} 'dem-tiny' "
         f"(DEM-pretrained, shipped) + UperNet, head width {base.head_width}.",
-        f"{BEST}: the same frozen encoder + UperNet + a full-resolution detail path, started from the head "
-        "shipped for the task (synthetic pre-training on another world) and rehearsing a second synthetic "
-        f"world ({MIX_SCENES} scenes, seed {MIX_SEED}) in half of every batch.",
-        f"{base.iters} iterations ({BEST} {configs['best_buildings'].base.iters}), batch {base.batch_size}, "
-        f"recipe {base.recipe}, best validation IoU"
+        f"{DEFAULT}: what `demseg train` trains by default (preset '{DEFAULT_PRESET}'): for buildings a "
+        f"{describe(buildings)}; for roads a {describe(configs['default_roads'].base)}.",
+        f"{base.iters} iterations, batch {base.batch_size}{crops}, best validation IoU"
         + ("; a CPU-sized run, not the paper's protocol (use --paper for that)" if not paper else
            f"; the paper's protocol, {reference.seeds} seeds per cell"),
         "",
