@@ -376,8 +376,9 @@ def _write_outputs(out: Path, rows: list[dict], config: ExperimentConfig, data: 
     write_results_csv(rows, out / "results.csv")
     val_counts = sorted({r["val_tiles"] for r in rows})
     notes = [f"spec: {spec_path}; {config.seeds} seed(s); {config.base.iters} iterations, batch "
-             f"{config.base.batch_size}, validation every {config.base.val_every}; best validation IoU reported "
-             "(as in the paper).",
+             f"{config.base.batch_size}, validation every {config.base.val_every}"
+             + (f", UNets on random {config.base.crop_px} px crops" if config.base.crop_px else "")
+             + "; best validation IoU reported (as in the paper).",
              f"validation tiles: {', '.join(map(str, val_counts))} (one spatial region for every budget, model "
              "and seed, disjoint from training tiles).",
              f"backbone: ViT-{config.base.arch}, "

@@ -9,8 +9,9 @@ measured on cities no one tuned on (README, "Results"):
   every tile, rehearsing the synthetic world ``rehearsal`` (generated once into the cache) in half of
   every batch, with vegetation as an extra output where labels have it. Chosen on France and
   Seville, reported on Washington DC and the route-planning block with 5 seeds: pooled IoU 58.8
-  against 49.7 for the plain UNet (issue 16). 100 iterations instead of 300 (issue 18, for speed):
-  3x less training, pooled over those cities +1.5 ± 2.5 points (3 seeds, paired), at home -2.2 ± 0.7.
+  against 49.7 for the plain UNet (issue 16). 300 iterations: 100 (tried in issue 18 for speed)
+  cost 2.2 points at home and 15 to 20 points on France, a tree-heavy selection city (paired by
+  seed; README, "The default recipe and its speed").
 - roads: a UNet on relief + slope, the best measured on real road tiles (route-planning block,
   spatially held-apart validation: 59.1 at 10 tiles against 52.8 for mae-detail; issue 17).
 
@@ -25,7 +26,7 @@ from demseg.runs.config import TrainConfig
 PRESETS: dict[str, dict[str, dict]] = {
     "recommended": {
         "buildings": {"model": "unet", "recipe": "relief+slope+roughness", "coarsen": [2, 4], "mix": "rehearsal",
-                      "auxiliary": ["vegetation"], "iters": 100},
+                      "auxiliary": ["vegetation"]},
         "roads": {"model": "unet", "recipe": "relief+slope"},
     },
     "paper": {"buildings": {}, "roads": {}},
