@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,3 +290,24 @@ def test_an_unreachable_scheduler_is_one_line_and_nothing_is_trained(world, tmp_
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Dask scheduler tcp://127.0.0.1:1" in err
     assert not list((tmp_path / "exp").glob("runs/*/metrics.json"))
+
+
+def test_report_labels_apart_the_same_model_run_with_different_settings(tmp_path):
+    from demseg.evaluate.report import label_apart
+
+    def folder(name: str, **base) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "experiment.json").write_text(json.dumps({"base": {"iters": 300, "unet_width": 16, **base}}))
+        return path
+
+    short, long, again, other = folder("a", iters=100), folder("b"), folder("c"), folder("d", seed=4)
+    rows = {f: [{"label": "unet+crop-128", "seed": 0}, {"label": "unet", "seed": 0}] for f in (short, long)}
+    rows[again] = [{"label": "unet", "seed": 1}]
+    rows[other] = [{"label": "mae-upernet", "seed": 0}]
+    parts = list(rows.items())
+    label_apart(parts)
+    assert [r["label"] for r in rows[short]] == ["unet+crop-128 [iters=100]", "unet [iters=100]"]
+    assert [r["label"] for r in rows[long]] == ["unet+crop-128 [iters=300]", "unet [iters=300]"]
+    assert rows[again][0]["label"] == "unet [iters=300]"  # the same settings as b: the same cell
+    assert rows[other][0]["label"] == "mae-upernet"  # the seed is the grid's, and only one folder has it

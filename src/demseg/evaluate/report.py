@@ -16,6 +16,7 @@ from demseg.data.scene import IGNORE
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import mean_ci95
 from demseg.io.atomic import atomic_path, write_text_atomic
+from demseg.runs.config import TrainConfig
 
 RESULT_COLUMNS = ["task", "model", "backbone_weights", "train_tiles", "seed", "iters", "best_iter", "iou", "f1",
                   "precision", "recall", "train_seconds", "scored_on"]
@@ -381,14 +382,56 @@ def pooled_scores(scores: list[dict]) -> dict:
             "val_tiles": sum(s.get("val_tiles", 0) for s in scores), "scored_pixels": pixels}
 
 
+# what legitimately differs between the runs of one label: the grid's axes and each arm's own settings
+_GRID_FIELDS = {"model", "backbone_weights", "train_tiles", "seed", "pixel_size_m", "task"}
+
+
+def _shared_settings(folder: Path) -> dict:
+    """The training settings an experiment folder's runs share (TrainConfig defaults for fields it predates)."""
+    path = folder / "experiment.json"
+    base = json.loads(path.read_text()).get("base", {}) if path.exists() else {}
+    defaults = TrainConfig().model_dump(mode="json")
+    empty = lambda value: None if value in (None, "", []) else value  # noqa: E731 - older folders wrote None
+    return {k: empty(base.get(k, defaults.get(k))) for k in set(base) | set(defaults) if k not in _GRID_FIELDS}
+
+
+def label_apart(parts: list[tuple[Path, list[dict]]]) -> None:
+    """Where one model label comes from experiments with different settings, add them to the label.
+
+    Labels name a model's variant (recipe, init, mix...), not its schedule: two folders run with
+    ``--iters 100`` and ``--iters 300`` would otherwise merge into one cell. Their rows become
+    e.g. ``unet+crop-128 [iters=100]`` and ``unet+crop-128 [iters=300]``.
+    """
+    settings = {folder: _shared_settings(folder) for folder, _ in parts}
+    folders_of = defaultdict(list)
+    for folder, rows in parts:
+        for label in sorted({row["label"] for row in rows}):
+            folders_of[label].append(folder)
+    for label, folders in folders_of.items():
+        fields = sorted({name for folder in folders for name in settings[folder]})
+        differing = [name for name in fields
+                     if len({json.dumps(settings[folder].get(name), sort_keys=True) for folder in folders}) > 1]
+        if not differing:
+            continue
+        for folder, rows in parts:
+            if folder not in folders:
+                continue
+            suffix = ", ".join(f"{name}={settings[folder].get(name)}" for name in differing)
+            for row in rows:
+                if row["label"] == label:
+                    row["label"] = f"{label} [{suffix}]"
+
+
 def combine_experiments(folders: list[str | Path], out: str | Path, title: str = "demseg experiments",
                         reference: str = "unet") -> list[dict]:
     """Merge the runs of several experiment folders into one results.csv, summary.md and curves.png in ``out``."""
-    rows = []
+    parts = []
     for folder in folders:
         if not (Path(folder) / "runs").is_dir():
             raise DemsegError(f"not an experiment folder (no runs/): {folder}")
-        rows += collect_results(Path(folder))
+        parts.append((Path(folder), collect_results(Path(folder))))
+    label_apart(parts)
+    rows = [row for _, folder_rows in parts for row in folder_rows]
     if not rows:
         raise DemsegError("the experiment folders hold no finished run")
     out = Path(out)
