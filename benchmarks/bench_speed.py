@@ -1,5 +1,8 @@
 """Wall clock of the two commands a new user runs first: the default ``demseg train`` and ``demseg demo``.
 
+Also the cost of one training step of the default UNet on whole 224 px tiles and on crops
+(``--crop-px``), and of a width-8 UNet: the levers a shorter default would pull.
+
 Each command runs as a subprocess with the CPU's threads, as a user would run it; the rehearsal
 world is generated (into the cache) before the clock starts, since a user pays for it once.
 Writes benchmarks/results/speed.{json,md}.
@@ -20,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, save
+from common import machine, save, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMSEG = str(Path(sys.executable).with_name("demseg"))
@@ -35,6 +38,26 @@ def timed_command(argv: list[str]) -> tuple[float, float]:
     return wall, max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 
 
+def step_seconds(width: int, size: int, channels: int = 3, batch: int = 8) -> float:
+    """Median seconds of one UNet training step (forward, loss, backward, AdamW) on a (batch, channels, size, size)."""
+    import torch
+
+    from demseg.models.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(channels, 3, base_width=width)
+    optimiser = torch.optim.AdamW(model.parameters(), 1e-3)
+    images, target = torch.randn(batch, channels, size, size), torch.randint(0, 3, (batch, size, size))
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(images), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    return timed(step, repeats=5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true", help="also time demseg demo")
@@ -43,7 +66,9 @@ def main() -> None:
     from demseg.data.synth.cache import named_world
 
     named_world("rehearsal", progress=True)
-    rows, payload = [], {"train": []}
+    steps = [(16, 224), (16, 160), (16, 128), (8, 224), (8, 128)]
+    payload = {"train": [], "step_s": {f"width{w}_{size}px": step_seconds(w, size) for w, size in steps}}
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             out = Path(tmp) / f"run{repeat}"
@@ -70,6 +95,13 @@ def main() -> None:
         "| command | wall clock | of which training | peak memory |",
         "|---|---|---|---|",
         *rows,
+        "",
+        "One training step of the UNet (batch 8, 3 channels, forward + backward + AdamW), median of 5:",
+        "",
+        "| UNet width | tile or crop | seconds per step | relative to width 16 on 224 px |",
+        "|---|---|---|---|",
+        *[f"| {w} | {size} px | {payload['step_s'][f'width{w}_{size}px']:.2f} | "
+          f"{payload['step_s'][f'width{w}_{size}px'] / payload['step_s']['width16_224px']:.2f} |" for w, size in steps],
     ])
     save("speed", payload, markdown)
 

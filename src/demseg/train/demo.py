@@ -34,7 +34,7 @@ PAPER_SCENES = 40
 MIX_SCENES = 4  # the first scenes of the rehearsal world (another seed), never the demo world's scenes
 MIX_SEED = 1000
 MIX_TILES = 40
-DEMO_ITERS = 120
+DEMO_ITERS = 100
 DEMO_CROP_PX = 128
 DEFAULT = "demseg default"
 REFERENCE_NAMES = {"unet": "unet", "mae-upernet": "mae-upernet (paper)"}
@@ -68,7 +68,7 @@ def demo_configs(paper: bool, mix_spec: str) -> dict[str, ExperimentConfig]:
         base = TrainConfig(iters=3000, val_every=150, head_width=256, unet_width=32)
         budgets, seeds, preview = [10, 50, 200, 450], 3, 4
     else:
-        base = TrainConfig(iters=DEMO_ITERS, val_every=40, unet_width=8, lr=2e-3, crop_px=DEMO_CROP_PX)
+        base = TrainConfig(iters=DEMO_ITERS, val_every=50, unet_width=8, lr=2e-3, crop_px=DEMO_CROP_PX)
         budgets, seeds, preview = [10], 1, 3
     shared = dict(backbone_weights=["dem-tiny"], train_tiles=budgets, seeds=seeds, preview_tiles=preview)
     configs = {"reference": ExperimentConfig(tasks=["buildings", "roads"], models=["unet", "mae-upernet"],
