@@ -30,6 +30,13 @@ CASES = [
       "--train-tiles", "10,50", "--iters", "500", "--head-width", "32"], "experiment",
      ExperimentConfig(tasks=["buildings", "roads"], models=["unet"], seeds=5, train_tiles=[10, 50],
                       base=TrainConfig(iters=500, head_width=32))),
+    (["experiment", "spec.yaml", "--out", "o", "--preset", "recommended", "--iters", "100"], "experiment",
+     ExperimentConfig(models=["unet"], base=preset_config("recommended", iters=100).model_copy(
+         update={"model": TrainConfig().model}))),
+    (["experiment", "spec.yaml", "--out", "o", "--preset", "recommended", "--task", "roads", "--models",
+      "unet,mae-detail", "--crop-px", "128"], "experiment",
+     ExperimentConfig(tasks=["roads"], models=["unet", "mae-detail"], base=TrainConfig(recipe="relief+slope",
+                                                                                       crop_px=128))),
     (["predict", "run", "dem.tif", "--out", "o"], "predict", PredictConfig()),
     (["predict", "run", "dem.tif", "--out", "o", "--overlap", "0.5", "--tta", "--min-area-m2", "3",
       "--workers", "2", "--regularise"], "predict",
@@ -93,3 +100,11 @@ def test_the_recommended_preset_differs_from_the_papers_model_and_says_so_in_hel
         parse_configs(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default recommended: unet; paper: mae-upernet)" in text
+
+
+def test_an_experiment_preset_that_differs_between_its_tasks_is_one_line(capsys):
+    from demseg.cli import main
+
+    code = main(["experiment", "spec.yaml", "--preset", "recommended", "--task", "buildings,roads", "--out", "o"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "one --task per experiment" in err

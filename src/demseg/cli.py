@@ -276,6 +276,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_experiment(commands) -> None:
     from demseg.runs.config import TrainConfig
     from demseg.train.experiment import ExperimentConfig
+    from demseg.train.presets import PRESETS
 
     p = commands.add_parser("experiment", help="label-budget protocol with tables, plots and CIs",
                             description="Run tasks x models x training tiles x seeds on a spec and write "
@@ -285,6 +286,10 @@ def _add_experiment(commands) -> None:
     add_config_flags(p, ExperimentConfig, ["tasks", "models", "backbone_weights", "train_tiles", "seeds",
                                            "preview_tiles", "score_on"], FLAG_NAMES)
     add_config_flags(p, TrainConfig, TRAIN_FIELDS, FLAG_NAMES)
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="lay the training flags over a named recipe, as train does (e.g. recommended: its model "
+                        "unless --models says otherwise); one task per experiment where the recipe differs "
+                        "between tasks (default: none, TrainConfig's own defaults)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (e.g. tcp://host:8786): every run "
                                        "becomes a task of that cluster; its workers must see the spec, the data "
                                        "and --out on a shared file system (default: run here)")
@@ -300,8 +305,23 @@ def _experiment_configs(args: argparse.Namespace) -> dict:
     from demseg.runs.config import TrainConfig
     from demseg.train.experiment import ExperimentConfig
 
-    base = make_config(TrainConfig, {k: v for k, v in config_values(args, TrainConfig).items() if k in TRAIN_FIELDS})
-    return {"experiment": config_from_args(ExperimentConfig, args, base=base)}
+    from demseg.train.presets import preset_values
+
+    given = {k: v for k, v in config_values(args, TrainConfig).items() if k in TRAIN_FIELDS}
+    grid = config_values(args, ExperimentConfig)
+    if args.preset:
+        tasks = grid.get("tasks", ExperimentConfig.model_fields["tasks"].default)
+        recipes = [preset_values(args.preset, task) for task in tasks]
+        if any(recipe != recipes[0] for recipe in recipes):
+            raise DemsegError(f"--preset {args.preset} differs between tasks {','.join(tasks)}: run one --task per "
+                              "experiment")
+        recipe = dict(recipes[0])
+        model = recipe.pop("model", None)
+        given = {**recipe, **given}
+        if model and "models" not in grid:
+            grid["models"] = [model]
+    base = make_config(TrainConfig, given)
+    return {"experiment": make_config(ExperimentConfig, {**grid, "base": base})}
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
