@@ -89,7 +89,7 @@ def main() -> None:
         f"# Speed of the first commands ({info['cpu']}, {info['threads']} threads, auto precision "
         f"{info['auto_precision']})",
         "",
-        "`.venv/bin/python benchmarks/bench_speed.py" + (" --demo`" if args.demo else "`") +
+        f"`.venv/bin/python benchmarks/bench_speed.py {' '.join(sys.argv[1:])}`".replace(" `", "`") +
         "; the rehearsal world was already in the cache.",
         "",
         "| command | wall clock | of which training | peak memory |",

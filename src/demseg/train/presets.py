@@ -10,8 +10,8 @@ measured on cities no one tuned on (README, "Results"):
   every batch, with vegetation as an extra output where labels have it. Chosen on France and
   Seville, reported on Washington DC and the route-planning block with 5 seeds: pooled IoU 58.8
   against 49.7 for the plain UNet (issue 16). 300 iterations: 100 (tried in issue 18 for speed)
-  cost 2.2 points at home and 15 to 20 points on France, a tree-heavy selection city (paired by
-  seed; README, "The default recipe and its speed").
+  cost 2.2 ± 0.7 points at home and 11.5 on France, a tree-heavy selection city (19.5, 14.5 and
+  0.5 by seed; README, "The default recipe and its speed").
 - roads: a UNet on relief + slope, the best measured on real road tiles (route-planning block,
   spatially held-apart validation: 59.1 at 10 tiles against 52.8 for mae-detail; issue 17).
 
