@@ -304,7 +304,6 @@ def _add_experiment(commands) -> None:
 def _experiment_configs(args: argparse.Namespace) -> dict:
     from demseg.runs.config import TrainConfig
     from demseg.train.experiment import ExperimentConfig
-
     from demseg.train.presets import preset_values
 
     given = {k: v for k, v in config_values(args, TrainConfig).items() if k in TRAIN_FIELDS}

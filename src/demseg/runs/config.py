@@ -58,11 +58,11 @@ class TrainConfig(ModelConfig):
     mix_share: float = Field(0.5, ge=0, lt=1, description="Share of each batch drawn from the --mix tiles.")
     cache_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Storage precision of cached features.")
     views: int = Field(8, ge=1, le=8, description="Dihedral views per tile (augmentation).")
-    crop_px: int | None = Field(None, gt=0, description="Train on a random square crop of this many pixels of every "
-                                                       "drawn tile (a multiple of 16, at most the tile size); "
-                                                       "validation and prediction see whole tiles. A step costs "
-                                                       "about (crop / tile size)^2 of a whole-tile step. For the unet (an experiment's backbone models train on whole "
-                                                       "tiles).")
+    crop_px: int | None = Field(
+        None, gt=0, description="Train on a random square crop of this many pixels of every drawn tile (a multiple "
+                                "of 16, at most the tile size); validation and prediction see whole tiles. A step "
+                                "costs about (crop / tile size)^2 of a whole-tile step. For the unet (an "
+                                "experiment's backbone models train on whole tiles).")
     coarsen: list[Annotated[int, Field(ge=2)]] = Field([], description="Resolution augmentation: also train on every tile as a DEM of "
                                               "N x the pixel size would show it (e.g. 2,4: a 0.5 m tile also at "
                                               "1 m and 2 m), so the model holds up on coarser LiDAR.")

@@ -200,6 +200,8 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
         raise DemsegError(f"need training and validation tiles, got {len(train)} and {len(val)}")
     if config.crop_px and uses_backbone(config.model):
         raise DemsegError(f"--crop-px is for the unet; {config.model} trains on whole tiles")
+    if config.crop_px and config.crop_px > train.inputs.shape[-1]:
+        raise DemsegError(f"--crop-px {config.crop_px} is larger than the {train.inputs.shape[-1]} px tiles")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     weights = class_weights(train.targets, config.num_classes())
