@@ -293,21 +293,34 @@ def test_an_unreachable_scheduler_is_one_line_and_nothing_is_trained(world, tmp_
 
 
 def test_report_labels_apart_the_same_model_run_with_different_settings(tmp_path):
-    from demseg.evaluate.report import label_apart
+    from demseg.errors import DemsegError
+    from demseg.evaluate.report import combine_experiments, label_apart
 
-    def folder(name: str, **base) -> Path:
+    def folder(name: str, settings: bool = True, **base) -> Path:
         path = tmp_path / name
-        path.mkdir()
-        (path / "experiment.json").write_text(json.dumps({"base": {"iters": 300, "unet_width": 16, **base}}))
+        (path / "runs" / "r").mkdir(parents=True)
+        if settings:
+            (path / "experiment.json").write_text(json.dumps({"base": {"iters": 300, "unet_width": 16, **base}}))
         return path
 
-    short, long, again, other = folder("a", iters=100), folder("b"), folder("c"), folder("d", seed=4)
-    rows = {f: [{"label": "unet+crop-128", "seed": 0}, {"label": "unet", "seed": 0}] for f in (short, long)}
-    rows[again] = [{"label": "unet", "seed": 1}]
-    rows[other] = [{"label": "mae-upernet", "seed": 0}]
-    parts = list(rows.items())
-    label_apart(parts)
+    short, long, again = folder("a", iters=100), folder("b"), folder("c", seed=4, train_tiles=50)
+    wide, unknown = folder("d", unet_width=8, head_width=32), folder("e", settings=False)
+    rows = {f: [{"label": "unet+crop-128", "model": "unet"}, {"label": "unet", "model": "unet"}] for f in (short, long)}
+    rows[again] = [{"label": "unet", "model": "unet"}]
+    rows[wide] = [{"label": "mae-upernet", "model": "mae-upernet"}]
+    rows[unknown] = [{"label": "mae-upernet", "model": "mae-upernet"}]
+    rows[long].append({"label": "mae-upernet", "model": "mae-upernet"})
+    label_apart(list(rows.items()))
     assert [r["label"] for r in rows[short]] == ["unet+crop-128 [iters=100]", "unet [iters=100]"]
-    assert [r["label"] for r in rows[long]] == ["unet+crop-128 [iters=300]", "unet [iters=300]"]
-    assert rows[again][0]["label"] == "unet [iters=300]"  # the same settings as b: the same cell
-    assert rows[other][0]["label"] == "mae-upernet"  # the seed is the grid's, and only one folder has it
+    assert [r["label"] for r in rows[long]] == ["unet+crop-128 [iters=300]", "unet [iters=300]", "mae-upernet [head_width=64]"]
+    assert rows[again][0]["label"] == "unet [iters=300]"  # seed and budget are the grid's: the same cell as b
+    assert rows[wide][0]["label"] == "mae-upernet [head_width=32]"  # its UNet width does not touch it
+    assert rows[unknown][0]["label"] == "mae-upernet"  # no experiment.json: nothing to compare
+
+    for path, iters in ((short, 100), (long, 300)):
+        record = {"label": "unet", "model": "unet", "backbone_weights": "-", "task": "buildings", "train_tiles": 10,
+                  "seed": 0, "iters": iters, "iou": 0.5}
+        (path / "runs" / "r" / "metrics.json").write_text(json.dumps(record))
+    with pytest.raises(DemsegError, match=r"--reference unet .*unet \[iters=100\]; unet \[iters=300\]"):
+        combine_experiments([short, long], tmp_path / "out", reference="unet")
+    assert not (tmp_path / "out").exists()

@@ -364,6 +364,8 @@ def test_crops_cut_images_and_targets_at_the_same_place_in_every_view():
     assert torch.equal(images[:, 0], cut.float()) and torch.equal(images[:, 1], -cut.float())
     row, col = corners[1]
     assert torch.equal(cut[1], torch.rot90(torch.from_numpy(targets[2, row:row + 16, col:col + 16]), 3))
+    edge = view_images(targets, np.array([0]), np.array([0]), np.array([[16, 16]]), 16)
+    assert torch.equal(edge[0], torch.from_numpy(targets[0, 16:, 16:]))  # the last corner reaches the far edge
 
 
 def test_crop_training_feeds_crops_and_validates_on_whole_tiles(world):
@@ -374,12 +376,16 @@ def test_crop_training_feeds_crops_and_validates_on_whole_tiles(world):
     result = fit(config, model, train, val, SegmentationScorer, progress=False)
     assert {size for training, size in sizes if training} == {32}
     assert {size for training, size in sizes if not training} == {TILE}
+    batches = []
+    model.register_forward_pre_hook(lambda module, args: batches.append(args[0].clone()) if module.training else None)
+    fit(config, model, train, val, SegmentationScorer, progress=False)
+    assert not torch.equal(batches[0], batches[1])  # a new crop every step
     assert result.best_iter in (2, 4) and all(np.isfinite(result.losses))
     again = fit(config, build(config, seed=0), train, val, SegmentationScorer, progress=False)
     assert again.losses == result.losses  # the crop corners come from the seed
 
 
-@pytest.mark.parametrize("crop, pattern", [(40, "multiple of 16"), (2 * TILE, "multiple of 16")])
+@pytest.mark.parametrize("crop, pattern", [(40, "multiple of 16"), (2 * TILE, f"at most the tile size ({TILE})")])
 def test_a_crop_that_does_not_fit_the_tile_is_one_line(world, tmp_path, capsys, crop, pattern):
     from demseg.cli import main
 

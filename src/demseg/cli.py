@@ -227,12 +227,16 @@ def _add_train(commands) -> None:
 
 
 def _train_configs(args: argparse.Namespace) -> dict:
+    from demseg.models.registry import uses_backbone
     from demseg.runs.config import TrainConfig
     from demseg.train.presets import preset_values
 
     given = config_values(args, TrainConfig)
     task = given.get("task", TrainConfig.model_fields["task"].default)
-    return {"train": make_config(TrainConfig, {**preset_values(args.preset, task), **given})}
+    config = make_config(TrainConfig, {**preset_values(args.preset, task), **given})
+    if config.crop_px and uses_backbone(config.model):
+        raise DemsegError(f"--crop-px is for the unet; {config.model} trains on whole tiles")
+    return {"train": config}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -169,5 +169,8 @@ def make_config(config_class: type[BaseModel], values: dict):
         return config_class(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a check of several fields together names its flags itself
+            raise DemsegError(message) from exc
         where = "--" + "-".join(str(part) for part in first["loc"][:1]).replace("_", "-")
-        raise DemsegError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from exc
+        raise DemsegError(f"{where}: {message}") from exc

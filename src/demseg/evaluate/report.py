@@ -16,6 +16,7 @@ from demseg.data.scene import IGNORE
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import mean_ci95
 from demseg.io.atomic import atomic_path, write_text_atomic
+from demseg.models.registry import uses_backbone
 from demseg.runs.config import TrainConfig
 
 RESULT_COLUMNS = ["task", "model", "backbone_weights", "train_tiles", "seed", "iters", "best_iter", "iou", "f1",
@@ -384,15 +385,25 @@ def pooled_scores(scores: list[dict]) -> dict:
 
 # what legitimately differs between the runs of one label: the grid's axes and each arm's own settings
 _GRID_FIELDS = {"model", "backbone_weights", "train_tiles", "seed", "pixel_size_m", "task"}
+# settings that do not touch a model of the other family (a UNet has no head; a ViT model takes no crops)
+_BACKBONE_ONLY = {"arch", "tap_blocks", "head_width", "neck_width", "aux_head", "detail_width", "finetune",
+                  "layer_decay", "backbone_dtype", "cached", "lp_fraction", "cache_dtype"}
+_UNET_ONLY = {"unet_width", "crop_px"}
 
 
-def _shared_settings(folder: Path) -> dict:
-    """The training settings an experiment folder's runs share (TrainConfig defaults for fields it predates)."""
+def _shared_settings(folder: Path) -> dict | None:
+    """The training settings an experiment folder's runs share (defaults for fields it predates); None if unknown."""
     path = folder / "experiment.json"
-    base = json.loads(path.read_text()).get("base", {}) if path.exists() else {}
+    if not path.exists():
+        return None
+    try:
+        base = json.loads(path.read_text()).get("base", {})
+    except (ValueError, AttributeError) as exc:
+        raise DemsegError(f"unreadable experiment settings: {path} ({exc})") from None
     defaults = TrainConfig().model_dump(mode="json")
     empty = lambda value: None if value in (None, "", []) else value  # noqa: E731 - older folders wrote None
-    return {k: empty(base.get(k, defaults.get(k))) for k in set(base) | set(defaults) if k not in _GRID_FIELDS}
+    return {name: empty(base.get(name, defaults[name])) for name in TrainConfig.model_fields
+            if name not in _GRID_FIELDS}
 
 
 def label_apart(parts: list[tuple[Path, list[dict]]]) -> None:
@@ -400,26 +411,31 @@ def label_apart(parts: list[tuple[Path, list[dict]]]) -> None:
 
     Labels name a model's variant (recipe, init, mix...), not its schedule: two folders run with
     ``--iters 100`` and ``--iters 300`` would otherwise merge into one cell. Their rows become
-    e.g. ``unet+crop-128 [iters=100]`` and ``unet+crop-128 [iters=300]``.
+    e.g. ``unet+crop-128 [iters=100]`` and ``unet+crop-128 [iters=300]``. Only settings that touch
+    the label's model count (a UNet's label is not split by head width); folders without their
+    experiment.json are left as they are.
     """
     settings = {folder: _shared_settings(folder) for folder, _ in parts}
-    folders_of = defaultdict(list)
+    folders_of, model_of = defaultdict(list), {}
     for folder, rows in parts:
-        for label in sorted({row["label"] for row in rows}):
-            folders_of[label].append(folder)
+        for row in rows:
+            model_of[label_of(row)] = row.get("model", "")
+        if settings[folder] is not None:
+            for label in sorted({label_of(row) for row in rows}):
+                folders_of[label].append(folder)
     for label, folders in folders_of.items():
-        fields = sorted({name for folder in folders for name in settings[folder]})
+        ignored = _UNET_ONLY if uses_backbone(model_of[label]) else _BACKBONE_ONLY
+        fields = sorted(set(settings[folders[0]]) - ignored)
         differing = [name for name in fields
-                     if len({json.dumps(settings[folder].get(name), sort_keys=True) for folder in folders}) > 1]
+                     if len({json.dumps(settings[folder][name], sort_keys=True) for folder in folders}) > 1]
         if not differing:
             continue
         for folder, rows in parts:
-            if folder not in folders:
-                continue
-            suffix = ", ".join(f"{name}={settings[folder].get(name)}" for name in differing)
-            for row in rows:
-                if row["label"] == label:
-                    row["label"] = f"{label} [{suffix}]"
+            if folder in folders:
+                suffix = ", ".join(f"{name}={settings[folder][name]}" for name in differing)
+                for row in rows:
+                    if label_of(row) == label:
+                        row["label"] = f"{label} [{suffix}]"
 
 
 def combine_experiments(folders: list[str | Path], out: str | Path, title: str = "demseg experiments",
@@ -434,6 +450,9 @@ def combine_experiments(folders: list[str | Path], out: str | Path, title: str =
     rows = [row for _, folder_rows in parts for row in folder_rows]
     if not rows:
         raise DemsegError("the experiment folders hold no finished run")
+    labels = {label_of(row) for row in rows}
+    if reference not in labels and (split := sorted(x for x in labels if x.startswith(f"{reference} ["))):
+        raise DemsegError(f"--reference {reference} was run with different settings; name one: {'; '.join(split)}")
     out = Path(out)
     write_results_csv(rows, out / "results.csv")
     write_summary(rows, out / "summary.md", title, [f"experiments: {', '.join(str(f) for f in folders)}",

@@ -79,8 +79,10 @@ class TrainConfig(ModelConfig):
     @classmethod
     def _crop_fits(cls, value: int | None, info: ValidationInfo) -> int | None:
         tile = info.data.get("tile_size_px")
-        if value is not None and (value % 16 or (tile is not None and value > tile)):
-            raise ValueError(f"must be a multiple of 16 and at most the tile size ({tile}), got {value}")
+        if value is not None and value % 16:
+            raise ValueError(f"must be a multiple of 16 (the UNet halves it four times), got {value}")
+        if value is not None and tile is not None and value > tile:
+            raise ValueError(f"must be at most the tile size ({tile}), got {value}")
         return value
 
     @field_validator("label_noise")

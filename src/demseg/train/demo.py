@@ -57,7 +57,8 @@ def describe(config: TrainConfig) -> str:
     if config.auxiliary:
         parts.append(f"{'/'.join(config.auxiliary)} as an extra output")
     if config.mix:
-        parts.append(f"rehearsing the first {MIX_SCENES} scenes of its synthetic world (seed {MIX_SEED}) in "
+        parts.append(f"rehearsing the training scenes among the first {MIX_SCENES} of its synthetic world (seed "
+                     f"{MIX_SEED}) in "
                      f"{config.mix_share:.0%} of every batch")
     return ", ".join(parts)
 

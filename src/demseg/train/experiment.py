@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from demseg.data.arrays import TileArrays, augmented_rows, tile_arrays
@@ -60,6 +60,12 @@ class ExperimentConfig(BaseModel):
     score_on: list[str] = Field([], description="Other dataset specs, comma-separated: every run is also scored on "
                                                 "every labelled pixel of their scenes (resampled to the training "
                                                 "pixel size, windows blended as in predict).")
+
+    @model_validator(mode="after")
+    def _crops_need_a_unet(self) -> ExperimentConfig:
+        if self.base.crop_px and all(uses_backbone(model) for model in self.models):
+            raise ValueError(f"--crop-px trains the unet on crops; the grid has no unet ({','.join(self.models)})")
+        return self
 
 
 @dataclass(frozen=True)
@@ -121,13 +127,21 @@ def _finished_runs(folder: Path) -> bool:
     return any(folder.glob("runs/*/metrics.json"))
 
 
+def _same_experiment(saved: Path, config: ExperimentConfig) -> bool:
+    """Whether a saved experiment.json is ``config``; fields added to the configs since take their defaults."""
+    try:
+        return ExperimentConfig.model_validate_json(saved.read_text()) == config
+    except ValueError:  # unreadable, or written by a version whose values no longer validate
+        return False
+
+
 def _open_experiment(out: Path, config: ExperimentConfig, overwrite: bool):
     """The experiment folder, locked: the same experiment resumes; another one needs ``overwrite``.
 
     A folder that holds no finished run (e.g. a failed earlier command) is reused.
     """
     saved = out / "experiment.json"
-    same = saved.exists() and json.loads(saved.read_text()) == json.loads(config.model_dump_json())
+    same = saved.exists() and _same_experiment(saved, config)
     if out.is_dir() and not same and _finished_runs(out) and not overwrite:
         raise DemsegError(f"output folder exists with a different experiment: {out} "
                           "(pass --overwrite to replace it, or rerun the same command to resume)")
