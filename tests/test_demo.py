@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from demseg.train.demo import DEMO_CROP_PX, MIX_SEED, demo_configs, describe
+from demseg.train.demo import (
+    DEMO_CROP_PX,
+    MIX_SEED,
+    default_config,
+    demo_configs,
+    describe,
+    is_reference_unet,
+)
 from demseg.train.presets import preset_config
 
 
@@ -11,7 +18,8 @@ def test_the_demo_compares_the_unet_the_papers_model_and_demsegs_default_on_both
     reference = configs["reference"]
     assert reference.models == ["unet", "mae-upernet"] and reference.tasks == ["buildings", "roads"]
     assert reference.backbone_weights == ["dem-tiny"]
-    for task in ("buildings", "roads"):
+    assert "default_roads" not in configs  # the roads default is the reference UNet's recipe: no repeat
+    for task in ("buildings",):
         default = configs[f"default_{task}"]
         preset = preset_config(task=task)
         assert default.tasks == [task] and default.models == [preset.model]
@@ -32,3 +40,10 @@ def test_the_paper_protocol_trains_on_whole_tiles_with_the_papers_schedule():
     for config in configs.values():
         assert config.base.crop_px is None and config.base.iters == 3000 and config.seeds == 3
         assert config.train_tiles == [10, 50, 200, 450]
+
+
+def test_a_default_that_adds_to_the_reference_unet_gets_its_own_run():
+    base = demo_configs(paper=False, mix_spec="m.yaml")["reference"].base
+    assert is_reference_unet(default_config("roads", base, "m.yaml"), base)
+    assert not is_reference_unet(default_config("buildings", base, "m.yaml"), base)
+    assert not is_reference_unet(default_config("roads", base, "m.yaml").model_copy(update={"coarsen": [2]}), base)

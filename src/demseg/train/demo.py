@@ -8,8 +8,8 @@ three models on one validation region:
 - ``demseg default``: what ``demseg train`` trains when no flag says otherwise (the ``recommended``
   preset, :mod:`demseg.train.presets`): for buildings a UNet on relief + slope + roughness with
   coarsened copies of every tile, a vegetation output, and a synthetic world rehearsed in half of
-  every batch (here the first scenes of the preset's own rehearsal world); for roads a UNet on
-  relief + slope.
+  every batch (here the first scenes of the preset's own rehearsal world). For roads the default
+  is a UNet on relief + slope, the ``unet`` column's recipe, so it gets no run of its own.
 
 Every UNet trains on random crops (``DEMO_CROP_PX``) of its tiles, which makes a step about 3x
 cheaper on a CPU; validation sees whole tiles. ``--paper`` runs the paper's protocol instead
@@ -76,8 +76,16 @@ def demo_configs(paper: bool, mix_spec: str) -> dict[str, ExperimentConfig]:
                                              base=base, **shared)}
     for task in ("buildings", "roads"):
         default = default_config(task, base, mix_spec)
-        configs[f"default_{task}"] = ExperimentConfig(tasks=[task], models=[default.model], base=default, **shared)
+        if not is_reference_unet(default, base):
+            configs[f"default_{task}"] = ExperimentConfig(tasks=[task], models=[default.model], base=default,
+                                                          **shared)
     return configs
+
+
+def is_reference_unet(default: TrainConfig, base: TrainConfig) -> bool:
+    """Whether demseg's default for a task is the reference UNet's recipe (width and schedule aside): no run of its own."""
+    recipe = ("recipe", "coarsen", "mix", "auxiliary", "label_noise", "views")
+    return default.model == "unet" and all(getattr(default, name) == getattr(base, name) for name in recipe)
 
 
 def _world(folder: Path, scenes: int, seed: int, progress: bool) -> Path:
@@ -106,7 +114,6 @@ def run_demo(out: str | Path = "demo_out", paper: bool = False, progress: bool =
     reference = configs["reference"]
     base = reference.base
     val_tiles = rows[0]["val_tiles"] if rows else "?"
-    buildings = configs["default_buildings"].base
     crops = f", UNets on random {base.crop_px} px crops (validation on whole tiles)" if base.crop_px else ""
     lines = [
         "",
@@ -114,8 +121,11 @@ def run_demo(out: str | Path = "demo_out", paper: bool = False, progress: bool =
         "tiles of held-out scenes",
         f"unet: from scratch, width {base.unet_width}. mae-upernet (paper): frozen ViT-{base.arch} 'dem-tiny' "
         f"(DEM-pretrained, shipped) + UperNet, head width {base.head_width}.",
-        f"{DEFAULT}: what `demseg train` trains by default (preset '{DEFAULT_PRESET}'): for buildings a "
-        f"{describe(buildings)}; for roads a {describe(configs['default_roads'].base)}.",
+        f"{DEFAULT}: what `demseg train` trains by default (preset '{DEFAULT_PRESET}'): "
+        + "; ".join(f"for {task} a {describe(configs[f'default_{task}'].base)}" if f"default_{task}" in configs
+                    else f"for {task} the unet's recipe (its own run at width "
+                         f"{default_config(task, base, str(mix)).unet_width} is not repeated here)"
+                    for task in ("buildings", "roads")) + ".",
         f"{base.iters} iterations, batch {base.batch_size}{crops}, best validation IoU"
         + ("; a CPU-sized run, not the paper's protocol (use --paper for that)" if not paper else
            f"; the paper's protocol, {reference.seeds} seeds per cell"),
