@@ -177,3 +177,24 @@ def test_vector_labels_with_hull_coverage_leave_unmapped_areas_unknown(scene_dir
     assert hull[25, 25] == 0  # between the two squares: inside the hull, mapped background
     assert hull[80, 80] == IGNORE and extent[80, 80] == 0  # far from every feature: unknown with hull
     assert hull[25, 8] == 0 and hull[25, 5] == IGNORE  # the 2 m margin around the hull (x from 10 m)
+
+
+def test_a_layer_of_polygons_and_multipolygons_is_written_all_multi_as_geopackage_requires(tmp_path):
+    import warnings
+
+    import shapely
+
+    from demseg.io.vector import VectorLayer, write_gpkg
+
+    square = shapely.box(0, 0, 1, 1)
+    layer = VectorLayer(np.array([square, shapely.MultiPolygon([shapely.box(2, 0, 3, 1), shapely.box(4, 0, 5, 1)])]),
+                        {"area_m2": np.array([1.0, 2.0])})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # GDAL warns when a POLYGON goes into a MULTIPOLYGON layer
+        write_gpkg(tmp_path / "mixed.gpkg", {"buildings": layer}, "EPSG:28992")
+    import pyogrio
+
+    info = pyogrio.read_info(tmp_path / "mixed.gpkg", layer="buildings")
+    frame = pyogrio.read_dataframe(tmp_path / "mixed.gpkg", layer="buildings")
+    assert info["geometry_type"] == "MultiPolygon" and set(frame.geometry.geom_type) == {"MultiPolygon"}
+    assert frame.geometry.area.tolist() == [1.0, 2.0]

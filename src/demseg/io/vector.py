@@ -132,7 +132,7 @@ def write_gpkg(path: str | os.PathLike, layers: dict[str, VectorLayer], crs, sty
             fields = list(layer.attributes)
             pyogrio.raw.write(tmp, wkb, field_data=[np.asarray(v) for v in layer.attributes.values()], fields=fields,
                           layer=name, driver="GPKG", crs=crs_text, geometry_type=geometry_type, append=index > 0,
-                          promote_to_multi=False)
+                          promote_to_multi=geometry_type.startswith("Multi"))  # a mixed layer: all multi
         if styles:
             write_layer_styles(tmp, styles)
     return Path(path)
