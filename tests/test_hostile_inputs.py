@@ -378,3 +378,13 @@ def test_a_pickled_pth_is_refused_with_exactly_one_line_on_stderr(spec, tmp_path
     assert result.returncode == 2 and not marker.exists()
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "refusing" in result.stderr
+
+
+@pytest.mark.parametrize("spec_text", [None, "just text\n"], ids=["missing spec", "corrupt spec"])
+def test_an_experiment_on_a_bad_spec_leaves_no_output_folder(tmp_path, capsys, spec_text):
+    spec = tmp_path / "spec.yaml"
+    if spec_text is not None:
+        spec.write_text(spec_text)
+    out = tmp_path / "out"
+    one_line_error(capsys, ["experiment", spec, "--models", "unet", "--out", out, "--quiet"], "spec")
+    assert not out.exists()

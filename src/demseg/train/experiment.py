@@ -160,13 +160,13 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
     resumes from what they wrote, and a run that fails does not stop the others.
     """
     out = Path(out)
+    # the inputs are checked before the folder is made: bad input leaves no experiment folder behind
+    data = load_split(spec_path, config.tasks, config.base.split_config(), progress)
+    base = config.base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
+    plan = _plan(data, config)
+    _refuse_shared_score_specs(config.score_on, data)
     with _open_experiment(out, config, overwrite):
         write_text_atomic(out / "experiment.json", config.model_dump_json(indent=2))
-        base = config.base
-        data = load_split(spec_path, config.tasks, base.split_config(), progress)
-        base = base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
-        plan = _plan(data, config)
-        _refuse_shared_score_specs(config.score_on, data)
         todo = [p for p in plan if not (out / "runs" / p["key"] / "metrics.json").exists()]
         if progress and len(todo) < len(plan):
             print(f"resuming: {len(plan) - len(todo)} of {len(plan)} runs already done")
