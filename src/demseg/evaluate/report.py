@@ -16,7 +16,7 @@ from demseg.data.scene import IGNORE
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import mean_ci95
 from demseg.io.atomic import atomic_path, write_text_atomic
-from demseg.models.registry import uses_backbone
+from demseg.models.registry import MODELS, uses_backbone
 from demseg.runs.config import TrainConfig
 
 RESULT_COLUMNS = ["task", "model", "backbone_weights", "train_tiles", "seed", "iters", "best_iter", "iou", "f1",
@@ -424,7 +424,8 @@ def label_apart(parts: list[tuple[Path, list[dict]]]) -> None:
             for label in sorted({label_of(row) for row in rows}):
                 folders_of[label].append(folder)
     for label, folders in folders_of.items():
-        ignored = _UNET_ONLY if uses_backbone(model_of[label]) else _BACKBONE_ONLY
+        model = model_of[label]
+        ignored = set() if model not in MODELS else _UNET_ONLY if uses_backbone(model) else _BACKBONE_ONLY
         fields = sorted(set(settings[folders[0]]) - ignored)
         differing = [name for name in fields
                      if len({json.dumps(settings[folder][name], sort_keys=True) for folder in folders}) > 1]
