@@ -277,7 +277,7 @@ def test_init_starts_from_another_run_and_refuses_a_mismatch(world, tmp_path, ca
         assert pattern in err and len(err.strip().splitlines()) == 1
     assert main(base[:-1] + ["no-such-start", "--model", "unet"]) == 2
     err = capsys.readouterr().err
-    assert "no run folder and no shipped starting point" in err and len(err.strip().splitlines()) == 1
+    assert "no run folder and no shipped model" in err and len(err.strip().splitlines()) == 1
 
 
 def test_init_compares_only_the_settings_that_shape_the_models_weights():
@@ -305,7 +305,7 @@ def test_a_shipped_starting_point_names_its_encoder_instead_of_copying_it(world,
     for shipped_file in encoders.WEIGHTS_DIR.glob("dem_mae_tiny*"):  # the encoder stays where it is
         (tmp_path / "weights" / shipped_file.name).symlink_to(shipped_file)
     monkeypatch.setattr(encoders, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setitem(encoders.SHIPPED_STARTS, "tiny-start", encoders.ShippedStart(
+    monkeypatch.setitem(encoders.SHIPPED_MODELS, "tiny-start", encoders.ShippedModel(
         "tiny-start", "start", "mae-detail", "buildings", "dem-tiny", "test"))
     config = resolve_init(tiny_config(model="mae-detail", init="tiny-start"))
     assert config.backbone_weights == "dem-tiny"

@@ -297,15 +297,20 @@ def test_unknown_extension_and_missing_file_are_refused(tmp_path):
         load_encoder(str(tmp_path / "gone.safetensors"), None, num_channels=1)
 
 
-def test_every_shipped_start_matches_its_entry_and_is_accepted_as_init():
-    from demseg.models.encoders import SHIPPED_STARTS, resolve_start
+def test_every_shipped_model_matches_its_entry_and_is_accepted_as_init():
+    from demseg.models.encoders import SHIPPED_MODELS, resolve_model_dir, shipped_model_names
     from demseg.runs.config import TrainConfig
     from demseg.runs.folder import read_run_config
     from demseg.train.run import resolve_init
 
-    for name, entry in SHIPPED_STARTS.items():
-        saved = read_run_config(resolve_start(name))
-        assert (saved.task, saved.model, saved.backbone_weights) == (entry.task, entry.model, entry.encoder)
+    assert set(shipped_model_names()) == set(SHIPPED_MODELS)  # every entry is installed
+    for name, entry in SHIPPED_MODELS.items():
+        saved = read_run_config(resolve_model_dir(name))
+        assert (saved.task, saved.model) == (entry.task, entry.model)
         config = TrainConfig(task=saved.task, model=saved.model, recipe=saved.recipe, head_width=saved.head_width,
-                             neck_width=saved.neck_width, detail_width=saved.detail_width, init=name)
-        assert resolve_init(config).backbone_weights == entry.encoder
+                             neck_width=saved.neck_width, detail_width=saved.detail_width, unet_width=saved.unet_width,
+                             auxiliary=saved.auxiliary, init=name)
+        resolved = resolve_init(config)
+        assert resolved.pixel_size_m == saved.pixel_size_m  # the data will be resampled to the start's pixels
+        if entry.encoder:
+            assert saved.backbone_weights == entry.encoder and resolved.backbone_weights == entry.encoder

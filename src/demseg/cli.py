@@ -35,7 +35,7 @@ TRAIN_FIELDS = ["iters", "val_tiles", "arch", "recipe", "head_width", "neck_widt
                 "finetune", "layer_decay", "lp_fraction", "init", "batch_size", "lr", "val_every", "tile_size_px",
                 "split_seed", "min_train_fraction", "cached", "backbone_dtype", "aux_head", "views", "crop_px", "coarsen",
                 "mix", "mix_tiles", "mix_share", "auxiliary", "label_noise",
-                "min_valid_fraction"]
+                "min_valid_fraction", "pixel_size_m"]
 FLAG_NAMES = {"cached": "--no-cache", "tasks": "--task"}
 
 
@@ -220,7 +220,10 @@ def _add_train(commands) -> None:
                    help="the paper's model (frozen MAE ViT + UperNet): the same as --preset paper")
     add_config_flags(p, TrainConfig, ["task", "model", "backbone_weights", "train_tiles", "seed", *TRAIN_FIELDS],
                      FLAG_NAMES, preset_default_texts())
+    add_config_flags(p, TrainConfig, ["checkpoint_every"])
     p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run in --out from its checkpoint (same flags as before)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train, configs=_train_configs)
@@ -244,7 +247,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from demseg.train.run import train_run
 
     scores = train_run(args.spec, args.configs(args)["train"], args.out, SegmentationScorer,
-                       overwrite=args.overwrite, progress=not args.quiet)
+                       overwrite=args.overwrite, progress=not args.quiet, resume=args.resume)
     print(f"best_iter={scores['best_iter']} iou={scores['iou']:.3f} f1={scores['f1']:.3f} "
           f"precision={scores['precision']:.3f} recall={scores['recall']:.3f}  run: {args.out}")
     return 0
@@ -255,9 +258,11 @@ def _add_evaluate(commands) -> None:
                             description="Score a trained run: on the spec it was trained on, exactly the "
                                         "validation tiles it recorded; on data it never saw (another city), "
                                         "every labelled tile.")
-    p.add_argument("run", help="run folder made by demseg train")
+    p.add_argument("run", help="run folder made by demseg train, or a shipped model's name (demseg models)")
     p.add_argument("spec", help="dataset spec (YAML) or folder")
     p.add_argument("--task", choices=["buildings", "roads"], help="task (default: the run's)")
+    p.add_argument("--out", help="folder for metrics.json and preview.png (default RUN/evaluations/<spec name>; "
+                                 "needed for a shipped model)")
     p.add_argument("--allow-resolution-mismatch", action="store_true",
                    help="score data whose pixel size is more than 10%% off the run's (default: refuse)")
     p.add_argument("--resample", action="store_true",
@@ -271,7 +276,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from demseg.evaluate.score import evaluate_run
 
     scores = evaluate_run(args.run, args.spec, args.task, progress=not args.quiet,
-                          allow_resolution_mismatch=args.allow_resolution_mismatch, resample=args.resample)
+                          allow_resolution_mismatch=args.allow_resolution_mismatch, resample=args.resample,
+                          out=args.out)
     print(f"iou={scores['iou']:.3f} f1={scores['f1']:.3f} precision={scores['precision']:.3f} "
           f"recall={scores['recall']:.3f}  ({scores['val_tiles']} {'windows' if args.resample else 'tiles'})")
     return 0
@@ -421,10 +427,12 @@ def _add_predict(commands) -> None:
                                         "scene). Writes <stem>_mask.tif and <stem>_prob.tif (Cloud-Optimized "
                                         "GeoTIFFs on the DEM's grid), <stem>_vectors.gpkg, <stem>_preview.png and "
                                         "<stem>_done.json. A rerun skips scenes whose outputs are complete.")
-    p.add_argument("run", help="run folder made by demseg train")
+    p.add_argument("run", help="run folder made by demseg train, or a shipped model's name: demseg predict "
+                               "buildings DSM.tif --out PRED needs no labels (demseg models lists them)")
     p.add_argument("inputs", nargs="+", help="DEM GeoTIFF(s) and/or dataset spec(s) (each scene's dem and dtm)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--dtm", help="bare-earth DTM on the DEM's grid (one DEM only): gives mean_height_m")
+    p.add_argument("--dtm", help="bare-earth DTM on the DEM's grid (one DEM only): heights above ground come from "
+                                 "it (else from a local ground estimate) and footprints get ground_m and height_m")
     p.add_argument("--band", type=positive_int, help="elevation band of multi-band DEMs (1-based)")
     p.add_argument("--crs", help="CRS for DEMs that declare none, e.g. EPSG:2154")
     add_config_flags(p, PredictConfig, list(PredictConfig.model_fields))
@@ -448,7 +456,7 @@ def _add_export(commands) -> None:
                             description="Write the run's whole network (backbone and head, or the UNet) as ONNX: "
                                         "normalised windows (N, C, T, T) in, logits (N, K, T, T) out, dynamic "
                                         "batch. demseg predict RUN ... --engine onnx then runs it in onnxruntime.")
-    p.add_argument("run", help="run folder made by demseg train")
+    p.add_argument("run", help="run folder made by demseg train, or a shipped model's name")
     p.add_argument("--onnx", action="store_true", required=True, help="export as ONNX (the one format today)")
     p.add_argument("--out", help="file to write (default RUN/model.onnx)")
     p.set_defaults(func=_cmd_export)
@@ -458,6 +466,40 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from demseg.predict.onnx import export_onnx
 
     print(export_onnx(args.run, args.out))
+    return 0
+
+
+def _add_models(commands) -> None:
+    p = commands.add_parser("models", help="list the trained models and encoders shipped with demseg",
+                            description="The models shipped inside demseg: each name works wherever a run folder "
+                                        "is accepted (demseg predict NAME DEM.tif, evaluate, export, train --init), "
+                                        "and a folder of that name wins over it. Then the shipped encoders "
+                                        "(--backbone-weights).")
+    p.add_argument("--json", action="store_true", help="everything each sidecar says, as JSON")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import json
+
+    from demseg.models.encoders import SHIPPED_ENCODERS, describe, describe_model, shipped_model_names
+
+    models = [describe_model(name) for name in shipped_model_names()]
+    encoders = [describe(name) for name in sorted(SHIPPED_ENCODERS)]
+    if args.json:
+        print(json.dumps({"models": models, "encoders": encoders}, indent=2, default=str))
+        return 0
+    print("shipped models (demseg predict NAME DEM.tif --out PRED; demseg train SPEC --init NAME):")
+    for entry in models:
+        pixel = entry.get("pixel_size_m")
+        print(f"  {entry['name']:<24} {entry['task']:<10} {entry['model']:<11}"
+              f"{f'{pixel:g} m' if pixel else '':<7} {entry['summary']}")
+        if entry.get("cities"):
+            print(f"  {'':<24} trained on: {', '.join(entry['cities'])}")
+    print("shipped encoders (--backbone-weights NAME):")
+    for entry in encoders:
+        print(f"  {entry['name']:<24} ViT-{entry['arch']}, {entry['num_channels']} channels ({entry['recipe']}), "
+              f"objective {entry['objective']}: {entry['summary']}")
     return 0
 
 
@@ -473,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     for add in (_add_synth, _add_data, _add_rasterize, _add_pretrain, _add_train, _add_evaluate, _add_experiment, _add_report,
-                _add_demo, _add_probe, _add_predict, _add_export, _add_qgis):
+                _add_demo, _add_probe, _add_predict, _add_export, _add_models, _add_qgis):
         add(commands)
     return parser
 

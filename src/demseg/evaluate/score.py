@@ -41,26 +41,42 @@ def scored_tiles(data: SplitData, config: TrainConfig, manifest: dict, task: str
 
 def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = None, progress: bool = True,
                  preview_tiles: int = 4, allow_resolution_mismatch: bool = False,
-                 resample: bool = False) -> dict[str, float]:
+                 resample: bool = False, out: str | Path | None = None) -> dict[str, float]:
     """Scores of a run on a spec, written to ``RUN/evaluations/<spec name>/`` (metrics.json, preview.png).
+
+    ``run_dir`` is a run folder or a shipped model's name; ``out`` writes the evaluation there
+    instead (needed for a shipped model, whose folder belongs to the package).
 
     With ``resample`` (data the run never saw only) the scenes are resampled to the run's pixel
     size and every labelled pixel is scored through overlapping blended windows, exactly as
     ``experiment --score-on`` scores them.
     """
+    from demseg.models.encoders import is_shipped_model, resolve_model_dir
+
+    run_dir = resolve_model_dir(run_dir)
+    if out is None and is_shipped_model(run_dir):
+        raise DemsegError(f"{run_dir.name} is a shipped model: pass --out DIR for its evaluation")
     model, config = load_run(run_dir)
     task = task or config.task
     if task != config.task:
         raise DemsegError(f"the run was trained for {config.task}, not {task}")
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
     if resample:
-        return _evaluate_resampled(run_dir, model, config, manifest, spec_path, task, progress)
-    data = load_split(spec_path, [task], config.split_config(), progress)
+        return _evaluate_resampled(run_dir, model, config, manifest, spec_path, task, progress, out)
+    from demseg.data.spec import load_spec
+
+    spec = load_spec(Path(spec_path))
+    trained_hashes = set((manifest.get("data") or {}).get("sha256", {}).values())
+    own_data = bool(trained_hashes & set(spec_file_hashes(spec).values()))
+    # the run's own data is read as the run read it (resampled to its pixel size, when it was)
+    data = load_split(spec, [task], config.split_config(), progress,
+                      pixel_size_m=config.pixel_size_m if own_data else None)
     for scene in data.scenes.values():
         check_resolution(scene.grid.pixel_size_m, config, allow_resolution_mismatch)
     tiles, how = scored_tiles(data, config, manifest, task)
     scores = score_tiles(model, config, data, tiles, task)
-    out = Path(run_dir) / "evaluations" / re.sub(r"[^A-Za-z0-9_.-]", "_", data.spec.name)
+    out = Path(out) if out is not None else Path(run_dir) / "evaluations" / re.sub(r"[^A-Za-z0-9_.-]", "_",
+                                                                                   data.spec.name)
     record = {"spec": str(spec_path), "task": task, "val_tiles": len(tiles), "tile_ids": [t.id for t in tiles],
               "validation": how, **scores}
     write_text_atomic(out / "metrics.json", json.dumps(record, indent=2, default=float))
@@ -70,7 +86,7 @@ def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = 
 
 
 def _evaluate_resampled(run_dir, model, config: TrainConfig, manifest: dict, spec_path, task: str,
-                        progress: bool) -> dict[str, float]:
+                        progress: bool, out: str | Path | None = None) -> dict[str, float]:
     from demseg.data.spec import load_spec
     from demseg.evaluate.scenes import scene_windows, score_windows
 
@@ -81,7 +97,8 @@ def _evaluate_resampled(run_dir, model, config: TrainConfig, manifest: dict, spe
     windows = scene_windows(spec_path, task, config, progress)
     probabilities = predict_images(model, windows.arrays.inputs, config.use_amp(), probabilities=True)
     scores = score_windows(probabilities, windows, task, config.pixel_size_m)
-    out = Path(run_dir) / "evaluations" / re.sub(r"[^A-Za-z0-9_.-]", "_", windows.name)
+    out = Path(out) if out is not None else Path(run_dir) / "evaluations" / re.sub(r"[^A-Za-z0-9_.-]", "_",
+                                                                                   windows.name)
     record = {"spec": str(spec_path), "task": task, "validation": f"every labelled pixel, resampled to "
               f"{config.pixel_size_m:g} m (data the run never saw)", **scores}
     write_text_atomic(out / "metrics.json", json.dumps(record, indent=2, default=float))
@@ -89,13 +106,25 @@ def _evaluate_resampled(run_dir, model, config: TrainConfig, manifest: dict, spe
 
 
 def score_tiles(model, config: TrainConfig, data: SplitData, tiles: list[Tile], task: str) -> dict[str, float]:
-    """Every metric of a model on ``tiles``, each tile scored at its own scene's pixel size."""
+    """Every metric of a model on ``tiles``, each tile scored at its own scene's pixel size.
+
+    Beside the metrics of :class:`SegmentationScorer`: ``raised_fp_rate``, the share of pixels
+    that are not the target but stand more than 2.5 m above ground (trees, mostly) marked as the target.
+    """
+    from demseg.evaluate.scenes import raised_mask
+
     arrays = tile_arrays(data.scenes, tiles, task, config.recipe)
     predictions = predict_images(model, arrays.inputs, config.use_amp())
     scorer = SegmentationScorer(task, pixel_size_m=data.pixel_size_m())
+    raised = {scene_id: raised_mask(data.scenes[scene_id]) for scene_id in {t.scene_id for t in tiles}}
+    raised_fp = raised_negatives = 0
     for tile, prediction, target in zip(tiles, predictions, arrays.targets, strict=True):
         scorer.add(prediction, target, pixel_size_m=data.scenes[tile.scene_id].grid.pixel_size_m)
-    return scorer.scores()
+        negatives = raised[tile.scene_id][tile.window()] & (target == 0)
+        raised_fp += int((negatives & (prediction == 1)).sum())
+        raised_negatives += int(negatives.sum())
+    return {**scorer.scores(), "raised_fp": raised_fp, "raised_negatives": raised_negatives,
+            "raised_fp_rate": raised_fp / raised_negatives if raised_negatives else float("nan")}
 
 
 def _preview(path: Path, model, config: TrainConfig, data: SplitData, tiles: list[Tile], task: str) -> None:

@@ -76,3 +76,28 @@ def predict_images(model: nn.Module, inputs: np.ndarray, amp: bool, batch_size: 
             logits = model(torch.from_numpy(inputs[start:start + batch_size]))
         out += _decide(logits, probabilities)
     return out
+
+
+@torch.no_grad()
+def adapt_batchnorm(model: nn.Module, inputs: np.ndarray, batch_size: int = 8) -> int:
+    """Re-estimate every BatchNorm's running statistics on ``inputs`` (AdaBN, Li et al. 2016); returns how many.
+
+    Unlabelled windows of the scene being mapped stand in for the training data's statistics, so a
+    model meets another city's height and texture distribution where it normalises. Weights do not
+    change; the statistics are a plain average over all windows (momentum None). Nodata pixels are
+    zeros in the inputs, as in training.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers or len(inputs) == 0:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+    model.train()
+    for start in range(0, len(inputs), batch_size):
+        model(torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])))
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+    model.eval()
+    return len(inputs)

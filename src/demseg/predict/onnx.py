@@ -47,9 +47,13 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
         import onnx
     except ImportError as exc:
         raise DemsegError("ONNX export needs the onnx and onnxscript packages: pip install 'demseg[onnx]'") from exc
-    run_dir = Path(run_dir)
+    from demseg.models.encoders import is_shipped_model, resolve_model_dir
+
+    run_dir = resolve_model_dir(run_dir)
     if not run_dir.is_dir():
         raise DemsegError(f"not a demseg run folder: {run_dir}")
+    if out is None and is_shipped_model(run_dir):
+        raise DemsegError(f"{run_dir.name} is a shipped model: pass --out FILE for its ONNX export")
     model, config = load_run(run_dir)
     model = _Logits(model.float().eval())
     channels = recipe_channels(config.recipe)

@@ -30,6 +30,7 @@ from demseg.io.atomic import atomic_path, safe_name
 from demseg.io.folders import folder_lock, make_dir, os_error_message
 from demseg.io.styles import default_styles
 from demseg.io.vector import write_gpkg
+from demseg.models.encoders import resolve_model_dir
 from demseg.predict.config import PredictConfig
 from demseg.predict.onnx import ONNX_FILE, RUN_FILES, load_onnx_run, run_weights_digest
 from demseg.predict.outputs import output_paths, write_cog, write_done, write_preview
@@ -77,7 +78,7 @@ def _training_crs(run_dir: Path) -> list[str]:
 
 
 def resolve_run(run, engine: str = "torch") -> LoadedRun:
-    """A :class:`LoadedRun` from a run folder, a (model, config) pair or a LoadedRun (returned as is).
+    """A :class:`LoadedRun` from a run folder, a shipped model's name, a (model, config) pair or a LoadedRun.
 
     With ``engine="onnx"`` a run folder's network is its exported ``model.onnx`` in onnxruntime.
     """
@@ -89,7 +90,7 @@ def resolve_run(run, engine: str = "torch") -> LoadedRun:
         return LoadedRun(model, config, "in-memory model", _model_digest(model, config))
     if not isinstance(run, (str, os.PathLike)):
         raise TypeError(f"run must be a run folder or a (model, TrainConfig) pair, got {type(run).__name__}")
-    run_dir = Path(run).resolve()
+    run_dir = resolve_model_dir(run).resolve()
     stamps = tuple((run_dir / name).stat().st_mtime_ns if (run_dir / name).exists() else 0
                    for name in (*RUN_FILES, ONNX_FILE))
     key = (str(run_dir), stamps, engine)

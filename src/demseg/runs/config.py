@@ -20,7 +20,10 @@ class TrainConfig(ModelConfig):
     """Everything that defines a training run; every field is recorded in the run's config.json."""
 
     task: Literal["buildings", "roads"] = Field("buildings", description="Target class.")
-    pixel_size_m: float | None = Field(None, description="Pixel size of the training data (set from the data).")
+    pixel_size_m: float | None = Field(
+        None, gt=0, le=100, description="Pixel size (m) the model works at: every scene is resampled to it, bilinearly "
+                                       "(labels by nearest). Default: the data's own (the median over scenes); "
+                                       "with --init, the starting model's.")
     train_tiles: int = Field(10, gt=0, description="Training tiles (a nested subset for each seed).")
     val_tiles: int = Field(50, ge=0, description="Validation tiles: one spatial region, the same for every "
                                                  "budget, model and seed.")
@@ -71,6 +74,9 @@ class TrainConfig(ModelConfig):
                                              "moved up to M metres), width=M (each outline grown or shrunk by up "
                                              "to M metres), comma-separated, e.g. drop=0.2,shift=1. Validation "
                                              "labels stay clean; the noise is fixed by the split seed.")
+    checkpoint_every: int | None = Field(
+        None, gt=0, description="Save a resumable checkpoint (RUN/checkpoint.pt) every N steps, for long runs; "
+                                "demseg train ... --resume continues from it exactly. none: no checkpoint.")
     min_labelled_fraction: float = Field(0.5, ge=0, le=1, description="Tiles must be this labelled for the task.")
     min_valid_fraction: float = Field(DEFAULT_MIN_VALID_FRACTION, ge=0, le=1,
                                       description="Tiles need this much valid elevation.")

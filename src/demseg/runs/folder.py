@@ -69,8 +69,10 @@ def read_run_config(run_dir: Path) -> TrainConfig:
 
 
 def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
-    """The trained model of a run folder (eval mode) and its config."""
-    run_dir = Path(run_dir)
+    """The trained model of a run folder or shipped model name (eval mode) and its config."""
+    from demseg.models.encoders import resolve_model_dir
+
+    run_dir = resolve_model_dir(run_dir)
     config = read_run_config(run_dir)
     backbone_file = run_dir / "backbone.safetensors"
     build_config = config

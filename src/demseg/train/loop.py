@@ -15,6 +15,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -32,6 +33,8 @@ from demseg.models.registry import uses_backbone
 from demseg.runs.config import TrainConfig
 
 CACHE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = "demseg-train-checkpoint-1"
 
 
 @dataclass
@@ -186,13 +189,16 @@ def _batch_tiles(rng: np.random.Generator, train: TileArrays, config: TrainConfi
 
 def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArrays, scorer: ScorerFactory,
         train_cache: FeatureCache | None = None, val_cache: FeatureCache | None = None,
-        progress: bool = True) -> FitResult:
+        progress: bool = True, checkpoint: Path | None = None, resume: bool = False) -> FitResult:
     """Train ``model`` (a backbone model's head and tuned blocks, or a UNet) and return its best-IoU state.
 
     ``scorer`` makes the validation scorer (``scorer(task, pixel_size_m)``); the state with the best
     validation IoU is kept and loaded back into ``model``. For backbone models with
     ``config.cached`` the frozen part runs once per (tile, view) to fill a feature cache (pass
     prebuilt caches to share them between runs); otherwise every step runs the whole model.
+    With ``checkpoint`` and ``config.checkpoint_every`` the whole training state is saved there
+    every N steps; ``resume`` continues from it exactly (same batches, same result). A non-finite
+    loss stops training with one error line.
     """
     if config.pixel_size_m is None:
         raise DemsegError("the training config has no pixel size: set it from the data before fitting")
@@ -219,9 +225,13 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
         return score_predictions(scorer(config.task, config.pixel_size_m), predictions, val.targets)
 
     best = FitResult({}, -1, {"iou": -1.0})
+    start = 0
+    if resume:
+        start = load_checkpoint(checkpoint, model, config, optimizer, scheduler, rng, best)
+    earlier_seconds = best.train_seconds  # of the run before it was resumed
     model.train()
-    bar = tqdm(range(config.iters), desc=f"training {config.model} ({config.task}, {len(train)} tiles)",
-               unit="it", disable=not progress)
+    bar = tqdm(range(start, config.iters), desc=f"training {config.model} ({config.task}, {len(train)} tiles)",
+               unit="it", disable=not progress, initial=start, total=config.iters)
     for step in bar:
         # the same (tile, view) draws feed both paths, so cached and uncached runs see the same batches
         tiles = _batch_tiles(rng, train, config)
@@ -235,6 +245,9 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
                 logits = model(view_images(train.inputs, tiles, views, corners, config.crop_px))
                 target = view_images(train.targets, tiles, views, corners, config.crop_px).long()
         loss = segmentation_loss(logits, target, weights)
+        if not torch.isfinite(loss):
+            raise DemsegError(f"training diverged: the loss is {float(loss.detach())} at step {step + 1} (check the inputs "
+                              "for extreme values, or lower --lr); nothing was saved as finished")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -248,7 +261,58 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
                 best.best_state = trainable_state(model, config)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val_iou=f"{scores['iou']:.3f}",
                             best=f"{best.best_scores['iou']:.3f}")
-    best.train_seconds = time.perf_counter() - started
+        if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 \
+                and step + 1 < config.iters:
+            best.train_seconds = earlier_seconds + time.perf_counter() - started
+            save_checkpoint(checkpoint, step + 1, model, config, optimizer, scheduler, rng, best)
+    best.train_seconds = earlier_seconds + time.perf_counter() - started
     load_trainable_state(model, config, best.best_state)
     model.eval()
     return best
+
+
+def _resumable_settings(config: TrainConfig) -> dict:
+    """The settings a resumed run must share with its checkpoint (how often it saves may change)."""
+    return config.model_dump(exclude={"checkpoint_every"})
+
+
+def save_checkpoint(path: Path, step: int, model: nn.Module, config: TrainConfig, optimizer, scheduler,
+                    rng: np.random.Generator, best: FitResult) -> None:
+    """Everything training needs to continue exactly after ``step``, written whole (temporary name, renamed)."""
+    from demseg.io.atomic import atomic_path
+
+    state = {"format": CHECKPOINT_FORMAT, "config": _resumable_settings(config), "step": step,
+             "model": trainable_state(model, config), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
+             "torch_rng": torch.get_rng_state(), "best_state": best.best_state, "best_iter": best.best_iter,
+             "best_scores": best.best_scores, "history": best.history, "losses": best.losses,
+             "seconds": best.train_seconds}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path | None, model: nn.Module, config: TrainConfig, optimizer, scheduler,
+                    rng: np.random.Generator, best: FitResult) -> int:
+    """Restore a :func:`save_checkpoint` state into the training objects; returns the step to continue from."""
+    if path is None or not Path(path).is_file():
+        raise DemsegError(f"nothing to resume: no training checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise DemsegError(f"cannot read the training checkpoint {path}: {str(exc).splitlines()[0][:120]}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise DemsegError(f"{path} is not a demseg training checkpoint")
+    ours = _resumable_settings(config)
+    different = sorted(name for name in set(ours) | set(state["config"])
+                       if ours.get(name) != state["config"].get(name))
+    if different:
+        shown = "; ".join(f"{name} {state['config'].get(name)!r} (now {ours.get(name)!r})" for name in different[:4])
+        raise DemsegError(f"cannot resume: the checkpoint was made with other settings: {shown}")
+    load_trainable_state(model, config, state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    best.best_state, best.best_iter, best.best_scores = state["best_state"], state["best_iter"], state["best_scores"]
+    best.history, best.losses, best.train_seconds = state["history"], state["losses"], state["seconds"]
+    return int(state["step"])

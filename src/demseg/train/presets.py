@@ -29,6 +29,11 @@ PRESETS: dict[str, dict[str, dict]] = {
                       "auxiliary": ["vegetation"]},
         "roads": {"model": "unet", "recipe": "relief+slope"},
     },
+    "scratch": {
+        "buildings": {"model": "unet", "recipe": "relief+slope+roughness", "coarsen": [2, 4], "mix": "rehearsal",
+                      "auxiliary": ["vegetation"]},
+        "roads": {"model": "unet", "recipe": "relief+slope"},
+    },
     "paper": {"buildings": {}, "roads": {}},
 }
 DEFAULT_PRESET = "recommended"

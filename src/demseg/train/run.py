@@ -24,9 +24,9 @@ from demseg.io.atomic import atomic_path, write_text_atomic
 from demseg.io.folders import out_dir
 from demseg.models.registry import build, shaped_by, uses_backbone
 from demseg.runs.config import TrainConfig
-from demseg.runs.folder import is_finished_run, read_run_config, trainable_part
+from demseg.runs.folder import MAX_PIXEL_SIZE_MISMATCH, is_finished_run, read_run_config, trainable_part
 from demseg.runs.manifest import write_manifest
-from demseg.train.loop import FitResult, ScorerFactory, fit
+from demseg.train.loop import CHECKPOINT_FILE, FitResult, ScorerFactory, fit
 
 
 def run_arrays(data: SplitData, config: TrainConfig) -> tuple[list[Tile], list[Tile], TileArrays, TileArrays]:
@@ -106,20 +106,29 @@ def _shapes_weights(name: str, model: str) -> bool:
 def resolve_init(config: TrainConfig) -> TrainConfig:
     """``config`` starting from the run ``config.init``: its backbone as the weights; mismatches refused.
 
-    ``config.init`` is a run folder or the name of a shipped starting point
-    (:data:`demseg.models.encoders.SHIPPED_STARTS`), whose frozen backbone is a shipped encoder.
+    ``config.init`` is a run folder or the name of a shipped model
+    (:data:`demseg.models.encoders.SHIPPED_MODELS`; a folder of that name wins).
+    The new run works at the start's pixel size (the data are resampled to it); an explicit
+    ``pixel_size_m`` more than 10 % off the start's is refused.
     """
     if not config.init:
         return config
-    from demseg.models.encoders import SHIPPED_ENCODERS, resolve_start
+    from demseg.models.encoders import SHIPPED_ENCODERS, resolve_model_dir
 
-    run_dir = resolve_start(config.init)
+    run_dir = resolve_model_dir(config.init, "--init")
     init = read_run_config(run_dir)
     different = [f"{name} {getattr(init, name)!r} (this run: {getattr(config, name)!r})"
                  for name in INIT_MUST_MATCH if getattr(init, name) != getattr(config, name)
                  and _shapes_weights(name, config.model)]
     if different:
         raise DemsegError(f"--init {config.init} was trained with other settings: {'; '.join(different)}")
+    if init.pixel_size_m is not None:
+        if config.pixel_size_m is None:
+            config = config.model_copy(update={"pixel_size_m": init.pixel_size_m})
+        elif abs(config.pixel_size_m - init.pixel_size_m) > MAX_PIXEL_SIZE_MISMATCH * init.pixel_size_m:
+            raise DemsegError(f"--init {config.init} works at {init.pixel_size_m:g} m pixels, not "
+                              f"--pixel-size-m {config.pixel_size_m:g}: objects would have another size in "
+                              "pixels (leave --pixel-size-m out to resample the data to the start's)")
     if uses_backbone(config.model):
         if (run_dir / "backbone.safetensors").is_file():
             weights = str(run_dir / "backbone.safetensors")
@@ -135,9 +144,9 @@ def apply_init(model: nn.Module, config: TrainConfig) -> None:
     """Load the trained head (or UNet) of the run ``config.init`` into ``model`` (the backbone came with the build)."""
     if not config.init:
         return
-    from demseg.models.encoders import resolve_start
+    from demseg.models.encoders import resolve_model_dir
 
-    path = resolve_start(config.init) / "model.safetensors"
+    path = resolve_model_dir(config.init, "--init") / "model.safetensors"
     try:
         trainable_part(model, config).load_state_dict(load_file(str(path)))
     except Exception as exc:  # safetensors and torch raise several types for corrupt or mismatched files
@@ -145,34 +154,48 @@ def apply_init(model: nn.Module, config: TrainConfig) -> None:
 
 
 def train_model(config: TrainConfig, train: TileArrays, val: TileArrays, scorer: ScorerFactory, backbone=None,
-                train_cache=None, val_cache=None, progress: bool = True) -> tuple[nn.Module, FitResult]:
+                train_cache=None, val_cache=None, progress: bool = True, checkpoint: Path | None = None,
+                resume: bool = False) -> tuple[nn.Module, FitResult]:
     """The training step of every pipeline (train, experiment, demo): build, load the ``--init`` start, fit.
 
     ``backbone`` shares an already built encoder (an experiment builds one per model); ``train_cache``
-    and ``val_cache`` are its feature caches (:mod:`demseg.models.features`).
+    and ``val_cache`` are its feature caches (:mod:`demseg.models.features`). ``checkpoint`` and
+    ``resume``: see :func:`demseg.train.loop.fit`.
     """
     model = build(config, backbone=backbone, seed=config.seed)
     apply_init(model, config)
-    result = fit(config, model, train, val, scorer, train_cache=train_cache, val_cache=val_cache, progress=progress)
+    result = fit(config, model, train, val, scorer, train_cache=train_cache, val_cache=val_cache, progress=progress,
+                 checkpoint=checkpoint, resume=resume)
     return model, result
 
 
 def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, scorer: ScorerFactory,
-              overwrite: bool = False, progress: bool = True) -> dict[str, float]:
+              overwrite: bool = False, progress: bool = True, resume: bool = False) -> dict[str, float]:
     """Train one model on a spec and write its run folder; returns the best validation scores.
 
     ``scorer(task, pixel_size_m)`` makes the validation scorer (the CLI passes
-    :class:`demseg.evaluate.metrics.SegmentationScorer`).
+    :class:`demseg.evaluate.metrics.SegmentationScorer`). With ``config.checkpoint_every`` the
+    training state is saved in ``out/checkpoint.pt`` as it goes (and the folder is kept if the run
+    stops); ``resume`` continues an unfinished run from it, with the same settings.
     """
-    with out_dir(out, overwrite, finished=is_finished_run, discard_on_error=True) as folder:
-        config = resolve_init(config)
-        data = load_split(spec_path, [config.task], config.split_config(), progress)
+    out = Path(out)
+    if resume and not (out / CHECKPOINT_FILE).is_file():
+        raise DemsegError(f"nothing to resume: {out} holds no training checkpoint ({CHECKPOINT_FILE})")
+    if resume and is_finished_run(out):
+        raise DemsegError(f"nothing to resume: {out} holds a finished run")
+    config = resolve_init(config)  # a bad start is refused before the output folder is made
+    keep = bool(config.checkpoint_every) or resume
+    with out_dir(out, overwrite and not resume, finished=is_finished_run, keep=resume,
+                 discard_on_error=not keep) as folder:
+        data = load_split(spec_path, [config.task], config.split_config(), progress, pixel_size_m=config.pixel_size_m)
         config = config.model_copy(update={"pixel_size_m": data.pixel_size_m()})
         train_tiles, val_tiles, train, val = run_arrays(data, config)
         mixed = mix_arrays(config, data, progress)
         if mixed is not None:
             train = train.with_mix(mixed)
-        model, result = train_model(config, train, val, scorer, progress=progress)
+        model, result = train_model(config, train, val, scorer, progress=progress, checkpoint=folder / CHECKPOINT_FILE,
+                                    resume=resume)
         save_run(folder, config, model, result, train_tiles, val_tiles, data,
                  mixed.ids if mixed is not None else [])
+        (folder / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is finished: nothing left to resume
     return {"best_iter": result.best_iter, **result.best_scores, "train_seconds": result.train_seconds}
