@@ -459,15 +459,37 @@ def test_unwritable_output_folder_is_refused(tmp_path):
         predict_scene((ReliefModel(), config_for()), dem, blocker / "out", progress=False)
 
 
-def test_pixel_size_mismatch_is_refused_unless_allowed(tmp_path):
+def test_pixel_size_mismatch_is_refused_without_resampling_unless_allowed(tmp_path):
     rows, cols = np.mgrid[0:80, 0:80]
     dem = write_raster(tmp_path / "coarse.tif", (10 + 0.01 * rows + 0 * cols).astype(np.float32), pixel_size_m=1.0)
     with pytest.raises(DemsegError, match=r"1 m .*0\.5 m.*gdalwarp -tr 0\.5 0\.5"):
-        predict_scene((ReliefModel(), config_for()), dem, tmp_path / "refused", progress=False)
+        predict_scene((ReliefModel(), config_for()), dem, tmp_path / "refused", PredictConfig(resample=False),
+                      progress=False)
     assert files_in(tmp_path / "refused") == []
     paths = predict_scene((ReliefModel(), config_for()), dem, tmp_path / "allowed",
-                          PredictConfig(allow_resolution_mismatch=True), progress=False)
+                          PredictConfig(resample=False, allow_resolution_mismatch=True), progress=False)
     assert "differs" in json.loads(paths["done"].read_text())["resolution_warning"]
+
+
+def test_a_dem_at_another_pixel_size_is_predicted_resampled_to_the_runs_on_the_same_extent(tmp_path):
+    """A 1 m DEM with a 0.5 m run: read window by window at 0.5 m, the building found where it stands."""
+    rows, cols = np.mgrid[0:90, 0:70]
+    heights = (20 + 0.01 * rows + 0.02 * cols).astype(np.float32)
+    heights[20:40, 10:30] += 8.0
+    heights[70:, :10] = -9999.0  # nodata stays nodata, never a height of 0
+    dem = write_raster(tmp_path / "coarse.tif", heights, pixel_size_m=1.0)
+    paths = predict_scene((ReliefModel(), config_for()), dem, tmp_path / "pred", progress=False)
+    mask, meta = read_band(paths["mask"])
+    with rasterio.open(dem) as src:
+        assert meta["crs"] == src.crs and mask.shape == (180, 140)
+        assert meta["transform"].a == 0.5 and (meta["transform"].c, meta["transform"].f) == (src.bounds.left,
+                                                                                           src.bounds.top)
+    truth = np.zeros((180, 140), bool)
+    truth[40:80, 20:60] = True
+    assert iou(mask == 1, truth) > 0.85
+    assert (mask[144:, :20] == NODATA).all() and (mask[:130, 30:] != NODATA).all()
+    done = json.loads(paths["done"].read_text())
+    assert done["resampled_from_m"] == 1.0 and done["pixel_size_m"] == 0.5 and done["resolution_warning"] is None
 
 
 def test_dem_in_another_crs_is_predicted_and_recorded(run_dir, tmp_path):

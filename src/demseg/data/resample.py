@@ -3,7 +3,8 @@
 Elevation and DTM are resampled bilinearly with the validity mask carried along (a pixel is valid
 where most of its footprint was valid; nodata never leaks into heights as zeros); label targets
 by nearest neighbour (255 stays unknown). Used to score a run on data recorded at another
-resolution (``demseg experiment --score-on``, ``demseg evaluate --resample``).
+resolution (``demseg experiment --score-on``, ``demseg evaluate --resample``), to train at a start's
+pixel size (``demseg train --init``), and window by window to predict a DEM at a run's pixel size.
 """
 
 from __future__ import annotations
@@ -45,16 +46,19 @@ def resample_scene(scene: Scene, pixel_size_m: float) -> Scene:
     # normalised convolution: heights averaged over valid neighbours only
     elevation = _warp(filled, source, target, Resampling.bilinear, 0.0) / np.maximum(valid_share, 1e-6)
     elevation = np.where(valid, elevation, np.nan).astype(np.float32)
-    dtm = None if scene.dtm is None else _warp_known(scene.dtm, source, target)
-    channels = {name: _warp_known(values, source, target) for name, values in scene.channels.items()}
+    dtm = None if scene.dtm is None else resample_known(scene.dtm, source, target)
+    channels = {name: resample_known(values, source, target) for name, values in scene.channels.items()}
     targets, auxiliary = ({name: _warp_labels(raster, source, target, valid) for name, raster in group.items()}
                           for group in (scene.targets, scene.auxiliary))
     dem = DemRaster(elevation, valid, target, scene.dem.path, scene.dem.vertical_units, scene.dem.source_nodata)
     return dataclasses.replace(scene, dem=dem, dtm=dtm, targets=targets, channels=channels, auxiliary=auxiliary)
 
 
-def _warp_known(values: np.ndarray, source: GridSpec, target: GridSpec) -> np.ndarray:
-    """A float raster with NaN where unknown, averaged bilinearly over its known pixels only."""
+def resample_known(values: np.ndarray, source: GridSpec, target: GridSpec) -> np.ndarray:
+    """A float raster with NaN where unknown, on ``target``: averaged bilinearly over its known pixels only.
+
+    A target pixel is known where at least half of its bilinear footprint was (nodata never leaks in as zeros).
+    """
     known = np.isfinite(values)
     share = _warp(known.astype(np.float32), source, target, Resampling.bilinear, 0.0)
     warped = _warp(np.where(known, values, 0.0).astype(np.float32), source, target, Resampling.bilinear, 0.0)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # what decides the content of a scene's outputs: a done record made with other values does not count
 OUTPUT_FIELDS = ("overlap", "tta", "min_area_m2", "simplify_m", "regularise", "split_step_m", "min_part_m2",
-                 "bridge_gap_m", "min_spur_m", "engine")
+                 "bridge_gap_m", "min_spur_m", "engine", "resample")
 
 
 class PredictConfig(BaseModel):
@@ -47,8 +47,15 @@ class PredictConfig(BaseModel):
                                                        "each other (or at a road).")
     min_spur_m: float = Field(6.0, ge=0, description="Road network: drop dead-end branches shorter than this "
                                                      "(or than the road's width).")
-    allow_resolution_mismatch: bool = Field(False, description="Predict DEMs whose pixel size is more than 10% "
-                                                               "off the run's (default: refuse).")
+    resample: bool = Field(True, description="Read a DEM whose pixel size is more than 10% off the run's resampled "
+                                             "to the run's pixel size, window by window (outputs on that grid: "
+                                             "same extent and CRS).",
+                           json_schema_extra={"off_help": "Do not resample a DEM whose pixel size is more than 10% off "
+                                                          "the run's: refuse it (or predict it at its own pixel size "
+                                                          "with --allow-resolution-mismatch)."})
+    allow_resolution_mismatch: bool = Field(False, description="With --no-resample: predict DEMs whose pixel size is "
+                                                               "more than 10% off the run's at their own pixel size "
+                                                               "(default: refuse).")
     workers: int = Field(1, ge=1, description="Scenes in parallel on a local Dask cluster of N processes "
                                               "(1: no Dask).")
     scheduler: str | None = Field(None, description="Address of an existing Dask scheduler, e.g. "

@@ -23,7 +23,7 @@ from demseg.errors import DemsegError
 from demseg.io.folders import make_dir
 from demseg.predict.config import PredictConfig
 from demseg.predict.outputs import is_done, output_paths
-from demseg.predict.scene import LoadedRun, done_record, predict_scene, resolve_run, scene_settings
+from demseg.predict.scene import LoadedRun, at_run_resolution, done_record, predict_scene, resolve_run, scene_settings
 from demseg.predict.sliding import DemInput, window_stride
 from demseg.runs.folder import check_resolution
 
@@ -94,6 +94,7 @@ def predict_many(run, inputs: Iterable[str | os.PathLike | DemInput], out_dir: s
     loaded = resolve_run(run, config.engine)
     window_stride(loaded.config.tile_size_px, config.overlap)
     out_dir = make_dir(out_dir)
+    sources = [at_run_resolution(source, loaded.config, config) for source in sources]
     for source in sources:
         check_resolution(source.grid().pixel_size_m, loaded.config, config.allow_resolution_mismatch)
     results: dict[str, dict[str, Path]] = {}

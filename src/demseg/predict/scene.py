@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import rasterio
@@ -37,7 +37,7 @@ from demseg.predict.outputs import output_paths, write_cog, write_done, write_pr
 from demseg.predict.sliding import DemInput, StageTimer, as_input, predict_rasters, window_stride
 from demseg.predict.vectorise import vectorise_mask
 from demseg.runs.config import TrainConfig
-from demseg.runs.folder import check_resolution, load_run
+from demseg.runs.folder import MAX_PIXEL_SIZE_MISMATCH, check_resolution, load_run
 
 logger = logging.getLogger("demseg.predict")
 
@@ -157,6 +157,18 @@ def _write_outputs(loaded: LoadedRun, source: DemInput, grid, paths: dict[str, P
     return valid_pixels, layers
 
 
+def at_run_resolution(source: DemInput, run_config: TrainConfig, config: PredictConfig) -> DemInput:
+    """``source`` read at the run's pixel size when its own is more than 10 % off and ``config.resample``."""
+    trained = run_config.pixel_size_m
+    if not config.resample or trained is None or source.pixel_size_m is not None:
+        return source
+    own = source.native_grid().pixel_size_m
+    if abs(own - trained) <= MAX_PIXEL_SIZE_MISMATCH * trained:
+        return source
+    logger.info("%s has %g m pixels, the run %g m: resampling it as it is read", source.dem, own, trained)
+    return replace(source, pixel_size_m=trained)
+
+
 def predict_scene(run, dem_path: str | os.PathLike | DemInput, out_dir: str | os.PathLike,
                   config: PredictConfig | None = None, dtm_path: str | os.PathLike | None = None,
                   progress: bool = True, timer: StageTimer | None = None) -> dict[str, Path]:
@@ -169,7 +181,7 @@ def predict_scene(run, dem_path: str | os.PathLike | DemInput, out_dir: str | os
     """
     config = config or PredictConfig()
     loaded = resolve_run(run, config.engine)
-    source = as_input(dem_path, dtm_path)
+    source = at_run_resolution(as_input(dem_path, dtm_path), loaded.config, config)
     window_stride(loaded.config.tile_size_px, config.overlap)
     grid = source.grid()
     mismatch = check_resolution(grid.pixel_size_m, loaded.config, config.allow_resolution_mismatch)
@@ -190,6 +202,7 @@ def predict_scene(run, dem_path: str | os.PathLike | DemInput, out_dir: str | os
         record = {"task": loaded.config.task, "run": loaded.source, "crs": crs_text,
                   "training_crs": loaded.training_crs, "crs_differs_from_training": crs_differs,
                   "pixel_size_m": grid.pixel_size_m, "training_pixel_size_m": loaded.config.pixel_size_m,
+                  "resampled_from_m": source.native_grid().pixel_size_m if source.pixel_size_m else None,
                   "resolution_warning": mismatch, "width_px": grid.width, "height_px": grid.height,
                   "area_km2": grid.width * grid.height * grid.pixel_size_m ** 2 / 1e6,
                   "valid_pixels": valid_pixels, "features": {name: len(layer) for name, layer in layers.items()},

@@ -46,7 +46,12 @@ RAW_BLOCK_ROWS = 16  # strips of the temporary GeoTIFFs that row blocks are writ
 
 @dataclass(frozen=True)
 class DemInput:
-    """A scene to predict: its DEM, an optional DTM on the same grid, read options and output stem."""
+    """A scene to predict: its DEM, an optional DTM on the same grid, read options and output stem.
+
+    With ``pixel_size_m`` the scene is read resampled to that pixel size (same extent and CRS):
+    every window is cut from the files with a margin and resampled bilinearly over its valid
+    pixels only, so memory stays bounded by the window.
+    """
 
     dem: Path
     dtm: Path | None = None
@@ -55,14 +60,15 @@ class DemInput:
     nodata: float | None = None
     stem: str | None = None
     channels: tuple[tuple[str, Path], ...] = ()  # scene channels (name, raster) on the DEM's grid
+    pixel_size_m: float | None = None  # read resampled to this pixel size (a run's), or as recorded
 
     @property
     def name(self) -> str:
         """The stem of the outputs: ``<name>_mask.tif`` and so on."""
         return self.stem or Path(self.dem).stem
 
-    def grid(self) -> GridSpec:
-        """The DEM's grid; the DTM, when given, must lie on exactly the same grid."""
+    def native_grid(self) -> GridSpec:
+        """The DEM's own grid; the DTM and channels, when given, must lie on exactly the same grid."""
         grid = open_grid(self.dem, self.crs, "DEM")
         if self.dtm is not None:
             dtm_grid = open_grid(self.dtm, self.crs or grid.crs, "DTM")
@@ -73,12 +79,41 @@ class DemInput:
                 raise DemsegError(f"{name} channel is on a different grid or CRS than its DEM: {path} vs {self.dem}")
         return grid
 
+    def grid(self) -> GridSpec:
+        """The grid the scene is read and predicted on: the DEM's own, or resampled to ``pixel_size_m``."""
+        grid = self.native_grid()
+        if self.pixel_size_m is None:
+            return grid
+        from demseg.data.resample import resampled_grid
+
+        return resampled_grid(grid, self.pixel_size_m)
+
     def read_rows(self, row_off: int, rows: int, grid: GridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Elevation (NaN where invalid), validity and DTM (or None) of rows [row_off, row_off + rows)."""
         return self.read_window(Window(0, row_off, grid.width, rows))
 
+    def _source_window(self, window: Window) -> tuple[Window, GridSpec, GridSpec]:
+        """The native window that covers ``window`` of the resampled grid (2 px margin), its grid and the target's."""
+        native = self.native_grid()
+        target = self.grid().window_grid(window)
+        left, bottom, right, top = target.bounds
+        cover = rasterio.windows.from_bounds(left, bottom, right, top, native.transform)
+        col0, row0 = max(0, int(np.floor(cover.col_off)) - 2), max(0, int(np.floor(cover.row_off)) - 2)
+        col1 = min(native.width, int(np.ceil(cover.col_off + cover.width)) + 2)
+        row1 = min(native.height, int(np.ceil(cover.row_off + cover.height)) + 2)
+        source = Window(col0, row0, max(1, col1 - col0), max(1, row1 - row0))
+        return source, native.window_grid(source), target
+
     def read_window(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Elevation (NaN where invalid), validity and DTM (or None, NaN where unknown) of a pixel window."""
+        if self.pixel_size_m is not None:
+            from demseg.data.resample import resample_known
+
+            source, source_grid, target = self._source_window(window)
+            elevation, _valid, dtm = replace(self, pixel_size_m=None).read_window(source)
+            elevation = resample_known(elevation, source_grid, target)
+            dtm = resample_known(dtm, source_grid, target) if dtm is not None else None
+            return elevation, np.isfinite(elevation), dtm
         dem = read_dem(self.dem, band=self.band, crs=self.crs, nodata=self.nodata, window=window, what="DEM")
         dtm = None
         if self.dtm is not None:
@@ -88,9 +123,19 @@ class DemInput:
     def read_channels(self, row_off: int, rows: int, grid: GridSpec) -> dict[str, np.ndarray]:
         """The scene channels of rows [row_off, row_off + rows), NaN where unknown."""
         window = Window(0, row_off, grid.width, rows)
+        if self.pixel_size_m is not None:
+            from demseg.data.resample import resample_known
+
+            source, source_grid, target = self._source_window(window)
+            native = replace(self, pixel_size_m=None)
+            return {name: resample_known(values, source_grid, target)
+                    for name, values in native._channel_window(source, source_grid.crs).items()}
+        return self._channel_window(window, grid.crs)
+
+    def _channel_window(self, window: Window, crs) -> dict[str, np.ndarray]:
         out = {}
         for name, path in self.channels:
-            raster = read_dem(path, crs=self.crs or grid.crs, window=window, what=f"{name} channel")
+            raster = read_dem(path, crs=self.crs or crs, window=window, what=f"{name} channel")
             out[name] = np.where(raster.valid_mask, raster.elevation, np.nan).astype(np.float32)
         return out
 
