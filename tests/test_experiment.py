@@ -136,7 +136,8 @@ def test_score_on_other_datasets_adds_a_row_per_dataset_and_a_pooled_row(world, 
     other = generate_world(tmp_path / "other", scenes=2, size_px=160, pixel_size_m=1.0, seed=9, progress=False)
     renamed = tmp_path / "renamed.yaml"
     spec = yaml.safe_load(other.read_text())
-    renamed.write_text(yaml.safe_dump({**spec, "name": "other-city-b"}).replace(": s0", f": {other.parent}/s0"))
+    renamed.write_text(yaml.safe_dump({**spec, "name": "other-city-b"}).replace(": s0", f": {other.parent}/s0")
+                       .replace(f"id: {other.parent}/s0", "id: s0"))
     config = ExperimentConfig(tasks=["buildings"], models=["unet", "mae-detail"], backbone_weights=["random"],
                               train_tiles=[2], seeds=1, base=tiny_config(iters=2, val_every=2), preview_tiles=0,
                               score_on=[str(other), str(renamed)])

@@ -294,7 +294,8 @@ def test_manifest_records_inputs_with_hashes_class_counts_and_config(scene):
     assert manifest["config"]["pixel_size_m"] == 1.0
     assert manifest["config"]["classes"] == {"buildings": 6, "roads": 11}
     assert manifest["seconds"] > 0 and returned["out_dir"] == str(out)
-    assert sorted(p.name for p in out.iterdir()) == sorted(manifest["outputs"])
+    assert sorted(p.name for p in out.iterdir() if p.name != ".demseg-output") == sorted(manifest["outputs"])
+    assert (out / ".demseg-output").read_text() == "rasterize"  # the marker names the command that made it
 
 
 def test_las_1_2_geokeys_and_a_compound_crs_resolve_to_the_horizontal_crs(tmp_path):
@@ -314,16 +315,31 @@ def test_a_class_that_no_point_has_warns_and_is_left_out_of_the_spec(tmp_path):
     assert load_spec(tmp_path / "out").scenes[0].labels.classes == {"buildings": 1}
 
 
-def test_overwrite_replaces_an_existing_output_folder(tmp_path):
+def test_overwrite_replaces_an_earlier_rasterize_output_and_never_a_users_folder(tmp_path):
     laz = write_points(tmp_path / "scene.laz", scene_points())
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.txt").write_text("old")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "old.txt").write_text("old")
+    for overwrite in (False, True):
+        with pytest.raises(DemsegError, match="not made by demseg rasterize"):
+            rasterize([laz], RasterizeConfig(pixel_size_m=2.0), tmp_path / "mine", overwrite=overwrite,
+                      progress=False)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["old.txt"]  # refused: left as it was
+    rasterize([laz], RasterizeConfig(pixel_size_m=2.0), tmp_path / "out", progress=False)
     with pytest.raises(DemsegError, match="output folder exists"):
         rasterize([laz], RasterizeConfig(pixel_size_m=2.0), tmp_path / "out", progress=False)
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.txt"]  # refused: left as it was
-    rasterize([laz], RasterizeConfig(pixel_size_m=2.0), tmp_path / "out", overwrite=True, progress=False)
-    assert not (tmp_path / "out" / "old.txt").exists() and (tmp_path / "out" / "manifest.json").exists()
+    rasterize([laz], RasterizeConfig(pixel_size_m=1.0), tmp_path / "out", overwrite=True, progress=False)
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["config"]["pixel_size_m"] == 1.0
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_rasterize_never_writes_over_the_folder_that_holds_its_point_clouds(tmp_path):
+    (tmp_path / "data").mkdir()
+    laz = write_points(tmp_path / "data" / "scene.laz", scene_points())
+    for overwrite in (False, True):
+        with pytest.raises(DemsegError, match="holds an input"):
+            rasterize([laz], RasterizeConfig(pixel_size_m=2.0), tmp_path / "data", overwrite=overwrite,
+                      progress=False)
+    assert laz.is_file()
 
 
 def test_a_failure_while_writing_leaves_no_output_folder(tmp_path, monkeypatch):

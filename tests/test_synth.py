@@ -522,23 +522,38 @@ def test_a_failed_rewrite_keeps_the_earlier_world_as_it_was(tmp_path, monkeypatc
     before = {path: path.read_bytes() for path in (tmp_path / "world").rglob("*") if path.is_file()}
     full_disk_after(2, monkeypatch)
     with pytest.raises(DemsegError, match="no space left on device"):
-        generate_world(tmp_path / "world", scenes=2, size_px=64, seed=2, progress=False)
+        generate_world(tmp_path / "world", scenes=2, size_px=64, seed=2, progress=False, overwrite=True)
     after = {path: path.read_bytes() for path in (tmp_path / "world").rglob("*") if path.is_file()}
     assert after == before
     assert [path.name for path in tmp_path.iterdir()] == ["world"]
 
 
-def test_an_existing_world_is_updated_in_place_keeping_other_files(tmp_path):
+def test_an_existing_world_is_replaced_whole_only_with_overwrite(tmp_path):
     out = tmp_path / "world"
     generate_world(out, scenes=2, size_px=64, seed=1, progress=False)
-    (out / "notes.txt").write_text("mine")
-    spec_path = generate_world(out, scenes=1, size_px=64, seed=2, progress=False, style="dense")
-    assert (out / "notes.txt").read_text() == "mine"
-    assert (out / "s001" / "dem.tif").is_file(), "scenes past the new count are left alone"
+    before = (out / "s000" / "dem.tif").read_bytes()
+    with pytest.raises(DemsegError, match="pass --overwrite"):
+        generate_world(out, scenes=1, size_px=64, seed=2, progress=False, style="dense")
+    assert (out / "s000" / "dem.tif").read_bytes() == before
+    spec_path = generate_world(out, scenes=1, size_px=64, seed=2, progress=False, style="dense", overwrite=True)
+    assert not (out / "s001").exists(), "no scene of the old world is left behind"
     assert [entry["id"] for entry in yaml.safe_load(spec_path.read_text())["scenes"]] == ["s000"]
     assert json.loads((out / "world.json").read_text())["style"] == "dense"
     np.testing.assert_array_equal(read_dem(out / "s000" / "dem.tif").elevation,
                                   generate_scene(scene_seed(2, 0), 64, 0.5, "dense").dsm)
+    assert [path.name for path in tmp_path.iterdir()] == ["world"]
+
+
+def test_synth_never_replaces_a_folder_that_is_not_a_world(tmp_path, capsys):
+    from demseg.cli import main
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "dataset.yaml").write_text("name: my own data")
+    for extra in ([], ["--overwrite"]):
+        assert main(["synth", str(tmp_path / "mine"), "--scenes", "1", "--size-px", "64", "--quiet", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "not a synthetic world" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "mine" / "dataset.yaml").read_text() == "name: my own data"
 
 
 @pytest.mark.parametrize("kwargs, message", [

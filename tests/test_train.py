@@ -48,7 +48,7 @@ def auto_spec(world, tmp_path):
     """The test world as a spec whose scenes all use the automatic spatial split."""
     auto = tmp_path / "auto.yaml"
     auto.write_text(world.read_text().replace("split: val", "split: auto").replace("split: train", "split: auto")
-                    .replace(": s0", f": {world.parent}/s0"))
+                    .replace(": s0", f": {world.parent}/s0").replace(f"id: {world.parent}/s0", "id: s0"))
     return auto
 
 
@@ -131,7 +131,8 @@ def test_bad_training_inputs_give_one_line_and_exit_2(world, tmp_path, capsys, a
         argv.remove("--spec-without-roads")
         text = world.read_text().replace("roads: 2, ", "")
         spec = str(tmp_path / "no_roads.yaml")
-        (tmp_path / "no_roads.yaml").write_text(text.replace(": s0", f": {world.parent}/s0"))
+        (tmp_path / "no_roads.yaml").write_text(text.replace(": s0", f": {world.parent}/s0")
+                                                .replace(f"id: {world.parent}/s0", "id: s0"))
     if "CORRUPT" in argv:
         bad = tmp_path / "enc.safetensors"
         bad.write_bytes(b"\x10\x00\x00\x00not really safetensors")
@@ -201,16 +202,25 @@ def test_validation_tiles_do_not_depend_on_the_training_budget(world, tmp_path):
     assert val_ids[0] == val_ids[1] and len(val_ids[0]) > 0
 
 
-def test_evaluating_a_run_on_data_at_another_resolution_is_refused(world, tmp_path):
+def test_evaluating_a_run_on_other_data_at_another_resolution_is_refused(world, tmp_path):
     from demseg.evaluate.score import evaluate_run
 
+    coarse = generate_world(tmp_path / "coarse", scenes=2, size_px=128, pixel_size_m=1.0, seed=9, progress=False)
     train_run(world, tiny_config(model="unet"), tmp_path / "u", SegmentationScorer, progress=False)
-    config = json.loads((tmp_path / "u" / "config.json").read_text())
-    config["pixel_size_m"] = 1.0  # as if the run had been trained at 1 m
-    (tmp_path / "u" / "config.json").write_text(json.dumps(config))
     with pytest.raises(DemsegError, match="pixel size"):
-        evaluate_run(tmp_path / "u", world, progress=False)
-    assert evaluate_run(tmp_path / "u", world, progress=False, allow_resolution_mismatch=True)["val_tiles"] > 0
+        evaluate_run(tmp_path / "u", coarse, progress=False)
+    assert evaluate_run(tmp_path / "u", coarse, progress=False, allow_resolution_mismatch=True)["val_tiles"] > 0
+
+
+def test_a_run_trained_on_resampled_data_is_scored_on_its_own_validation_tiles_resampled_alike(world, tmp_path):
+    from demseg.evaluate.score import evaluate_run
+
+    train_run(world, tiny_config(model="unet", pixel_size_m=1.0), tmp_path / "u", SegmentationScorer, progress=False)
+    recorded = json.loads((tmp_path / "u" / "manifest.json").read_text())["tiles"]["val"]
+    assert json.loads((tmp_path / "u" / "config.json").read_text())["pixel_size_m"] == 1.0
+    scores = evaluate_run(tmp_path / "u", world, progress=False)
+    scored = json.loads((tmp_path / "u" / "evaluations" / "synthetic-world" / "metrics.json").read_text())["tile_ids"]
+    assert scores["val_tiles"] == len(recorded) and sorted(scored) == sorted(recorded)
 
 
 def test_top_k_fine_tuning_from_the_block_cache_gives_the_same_losses_as_without_it(world):

@@ -73,6 +73,7 @@ def _add_synth(commands) -> None:
     p.add_argument("--style", choices=list(STYLES), default=_default(generate_world, "style"),
                    help=f"urban form: mixed districts, dense old towns, or one district kind "
                         f"(default {_default(generate_world, 'style')})")
+    p.add_argument("--overwrite", action="store_true", help="replace a synthetic world already in the folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
 
@@ -82,7 +83,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     spec_path = generate_world(args.out, scenes=args.scenes, size_px=args.size_px, pixel_size_m=args.pixel_size_m,
                                seed=args.seed, val_fraction=args.val_fraction, progress=not args.quiet,
-                               style=args.style)
+                               style=args.style, overwrite=args.overwrite)
     print(f"wrote {args.scenes} scene(s) and {spec_path}")
     return 0
 
@@ -232,11 +233,11 @@ def _add_train(commands) -> None:
 def _train_configs(args: argparse.Namespace) -> dict:
     from demseg.models.registry import uses_backbone
     from demseg.runs.config import TrainConfig
-    from demseg.train.presets import preset_values
+    from demseg.train.presets import laid_over
 
     given = config_values(args, TrainConfig)
     task = given.get("task", TrainConfig.model_fields["task"].default)
-    config = make_config(TrainConfig, {**preset_values(args.preset, task), **given})
+    config = make_config(TrainConfig, laid_over(args.preset, task, given))
     if config.crop_px and uses_backbone(config.model):
         raise DemsegError(f"--crop-px is for the unet; {config.model} trains on whole tiles")
     return {"train": config}
@@ -314,7 +315,7 @@ def _add_experiment(commands) -> None:
 def _experiment_configs(args: argparse.Namespace) -> dict:
     from demseg.runs.config import TrainConfig
     from demseg.train.experiment import ExperimentConfig
-    from demseg.train.presets import preset_values
+    from demseg.train.presets import laid_over, preset_values
 
     given = {k: v for k, v in config_values(args, TrainConfig).items() if k in TRAIN_FIELDS}
     grid = config_values(args, ExperimentConfig)
@@ -326,9 +327,13 @@ def _experiment_configs(args: argparse.Namespace) -> dict:
                               "experiment")
         recipe = dict(recipes[0])
         model = recipe.pop("model", None)
-        given = {**recipe, **given}
         if model and "models" not in grid:
             grid["models"] = [model]
+        if recipe.get("init") and "init" not in given and any(  # a shipped start only where every model fits it
+                laid_over(args.preset, tasks[0], {**given, "model": name})["init"] is None
+                for name in grid.get("models", [model])):
+            recipe["init"] = None
+        given = {**recipe, **given}
     base = make_config(TrainConfig, given)
     return {"experiment": make_config(ExperimentConfig, {**grid, "base": base})}
 
@@ -355,13 +360,14 @@ def _add_report(commands) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--reference", default="unet", help="model label the others are compared with (default unet)")
     p.add_argument("--title", default="demseg experiments", help="title of summary.md")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from demseg.evaluate.report import combine_experiments, summary_table
 
-    rows = combine_experiments(args.experiments, args.out, args.title, args.reference)
+    rows = combine_experiments(args.experiments, args.out, args.title, args.reference, overwrite=args.overwrite)
     print(summary_table(rows, "iou"))
     print(f"results: {args.out}/results.csv, {args.out}/summary.md, {args.out}/curves.png")
     return 0
@@ -435,7 +441,7 @@ def _add_predict(commands) -> None:
                                  "it (else from a local ground estimate) and footprints get ground_m and height_m")
     p.add_argument("--band", type=positive_int, help="elevation band of multi-band DEMs (1-based)")
     p.add_argument("--crs", help="CRS for DEMs that declare none, e.g. EPSG:2154")
-    add_config_flags(p, PredictConfig, list(PredictConfig.model_fields))
+    add_config_flags(p, PredictConfig, list(PredictConfig.model_fields), {"resample": "--no-resample"})
     p.add_argument("--overwrite", action="store_true", help="predict complete scenes again")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_predict, configs=lambda a: {"predict": config_from_args(PredictConfig, a)})
@@ -459,13 +465,14 @@ def _add_export(commands) -> None:
     p.add_argument("run", help="run folder made by demseg train, or a shipped model's name")
     p.add_argument("--onnx", action="store_true", required=True, help="export as ONNX (the one format today)")
     p.add_argument("--out", help="file to write (default RUN/model.onnx)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (never a run's own files)")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from demseg.predict.onnx import export_onnx
 
-    print(export_onnx(args.run, args.out))
+    print(export_onnx(args.run, args.out, overwrite=args.overwrite))
     return 0
 
 

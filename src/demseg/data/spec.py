@@ -26,6 +26,7 @@ when present.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -107,6 +108,11 @@ class SceneSpec(BaseModel):
     split: Literal["train", "val", "auto"] = Field("auto", description="Fixed split, or auto (spatial split).")
 
 
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        return safe_spec_name(value, "scene id")
+
     @field_validator("channels")
     @classmethod
     def _known_channels(cls, value: dict) -> dict:
@@ -114,6 +120,14 @@ class SceneSpec(BaseModel):
         if unknown:
             raise ValueError(f"unknown channel name(s) {unknown}; known: {list(SCENE_CHANNELS)}")
         return value
+
+
+def safe_spec_name(value: str, what: str) -> str:
+    """``value`` if it can name a file inside an output folder (outputs are named after ids and names)."""
+    if not re.fullmatch(r"[^/\\\x00-\x1f.][^/\\\x00-\x1f]{0,127}", value or ""):
+        raise ValueError(f"{what} {value!r} must be 1-128 characters without '/', '\\' or control characters, not "
+                         "starting with '.' (outputs are named after it, inside the output folder)")
+    return value
 
 
 class DatasetSpec(BaseModel):
@@ -129,6 +143,15 @@ class DatasetSpec(BaseModel):
         """An absolute path for a path given relative to the spec."""
         path = Path(os.path.expanduser(relative))
         return path if path.is_absolute() else (self.root / path)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return safe_spec_name(value, "spec name")
+
+    def files(self) -> list[Path]:
+        """Every file the spec names (elevation, DTM, labels, vectors, channels), as absolute paths."""
+        return [self.path(relative) for scene in self.scenes for _, relative in _scene_files(scene)]
 
     def tasks(self) -> list[str]:
         """Tasks that at least one scene labels."""

@@ -439,14 +439,24 @@ def label_apart(parts: list[tuple[Path, list[dict]]]) -> None:
                         row["label"] = f"{label} [{suffix}]"
 
 
+REPORT_FILES = {"results.csv", "summary.md", "curves.png", "noise.png"}
+
+
 def combine_experiments(folders: list[str | Path], out: str | Path, title: str = "demseg experiments",
-                        reference: str = "unet") -> list[dict]:
-    """Merge the runs of several experiment folders into one results.csv, summary.md and curves.png in ``out``."""
+                        reference: str = "unet", overwrite: bool = False) -> list[dict]:
+    """Merge the runs of several experiment folders into one results.csv, summary.md and curves.png in ``out``.
+
+    An experiment folder named twice counts once. ``out`` may not be or lie in an experiment folder;
+    an earlier report there is replaced only with ``overwrite``.
+    """
+    from demseg.io.folders import MARKER, out_dir
+
     parts = []
-    for folder in folders:
-        if not (Path(folder) / "runs").is_dir():
+    unique = list(dict.fromkeys(Path(folder).resolve() for folder in folders))
+    for folder in unique:
+        if not (folder / "runs").is_dir():
             raise DemsegError(f"not an experiment folder (no runs/): {folder}")
-        parts.append((Path(folder), collect_results(Path(folder))))
+        parts.append((folder, collect_results(folder)))
     label_apart(parts)
     rows = [row for _, folder_rows in parts for row in folder_rows]
     if not rows:
@@ -455,11 +465,17 @@ def combine_experiments(folders: list[str | Path], out: str | Path, title: str =
     if reference not in labels and (split := sorted(x for x in labels if x.startswith(f"{reference} ["))):
         raise DemsegError(f"--reference {reference} was run with different settings; name one: {'; '.join(split)}")
     out = Path(out)
-    write_results_csv(rows, out / "results.csv")
-    write_summary(rows, out / "summary.md", title, [f"experiments: {', '.join(str(f) for f in folders)}",
-                                                    "95 % CI: Student t over seeds."], reference)
-    plot_curves(rows, out / "curves.png")
-    plot_noise(rows, out / "noise.png")
+    if out.is_dir() and (out / "runs").exists():
+        raise DemsegError(f"--out {out} is an experiment folder: give a new folder for the report")
+    if out.is_dir() and not (out / MARKER).exists() and {p.name for p in out.iterdir()} <= REPORT_FILES | {".demseg"}:
+        (out / MARKER).write_text("report")  # a report of an earlier demseg: its own files only
+    with out_dir(out, overwrite, finished=lambda folder: (folder / "results.csv").exists(), command="report",
+                 inputs=unique):
+        write_results_csv(rows, out / "results.csv")
+        write_summary(rows, out / "summary.md", title, [f"experiments: {', '.join(str(f) for f in folders)}",
+                                                        "95 % CI: Student t over seeds."], reference)
+        plot_curves(rows, out / "curves.png")
+        plot_noise(rows, out / "noise.png")
     return rows
 
 

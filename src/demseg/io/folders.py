@@ -15,7 +15,7 @@ import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from demseg.errors import DemsegError
@@ -44,7 +44,7 @@ def os_error_message(exc: Exception, what: str) -> str:
     return f"could not write {what}: {reason}"
 
 
-MARKER = ".demseg-output"  # written into every folder demseg creates: its leftovers may be cleared
+MARKER = ".demseg-output"  # written into every folder demseg creates, naming the command: its leftovers may be cleared
 
 
 def _holds_anything(folder: Path) -> bool:
@@ -53,6 +53,49 @@ def _holds_anything(folder: Path) -> bool:
 
 def _made_by_demseg(folder: Path) -> bool:
     return (folder / MARKER).exists()
+
+
+def made_by(folder: Path) -> str | None:
+    """The demseg command that made ``folder`` (its marker), '' for a marker of an older demseg, None for none."""
+    try:
+        return (folder / MARKER).read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    try:
+        return Path(path).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise DemsegError(f"cannot resolve the path {path}: {exc}") from exc
+
+
+def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
+                      what: str = "output folder") -> Path:
+    """Refuse an output that is empty, is or holds the current folder, or is, holds or lies inside an input.
+
+    ``inputs`` are every file and folder a command reads (specs and the data they name, starting
+    runs, point clouds): writing (or clearing, with --overwrite) there would destroy them.
+    """
+    if not str(out).strip():
+        raise DemsegError(f"the {what} is empty: give a path")
+    target = _resolved(out)
+    here = _resolved(Path.cwd())
+    if target == here or target in here.parents:
+        raise DemsegError(f"the {what} {out} is the current folder or holds it: give a new folder")
+    for item in inputs:
+        if item is None or not str(item).strip():
+            continue
+        source = _resolved(item)
+        if source == target or target in source.parents:
+            raise DemsegError(f"the {what} {out} {'is' if source == target else 'holds'} an input of this command "
+                              f"({item}): write somewhere else")
+        if source in target.parents and source.is_dir():
+            raise DemsegError(f"the {what} {out} lies inside an input folder of this command ({item}): write "
+                              "somewhere else")
+    return target
 
 
 def make_dir(out: str | os.PathLike) -> Path:
@@ -72,25 +115,39 @@ def make_dir(out: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def out_dir(out: str | os.PathLike, overwrite: bool = False, finished: Callable[[Path], bool] | None = None,
-            keep: bool = False, discard_on_error: bool = False) -> Iterator[Path]:
+            keep: bool = False, discard_on_error: bool = False, command: str = "",
+            inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
     """Create and lock an output folder for the duration of the block; yields it as a Path.
 
-    With ``keep`` an existing folder is used as it is (predict keeps finished scenes; experiments
-    and pre-training resume). Otherwise a non-empty folder is cleared when ``overwrite`` is set, or
-    when demseg made it and ``finished(out)`` says it holds no finished work (a failed earlier
-    run); it is refused otherwise, so a user's own files are never removed without --overwrite.
-    The lock is taken before anything is cleared: two processes never write one folder at once.
-    With ``discard_on_error`` (and not ``keep``) an exception inside the block removes what the
-    block wrote, so a run that fails half-way (e.g. a full disk) leaves an empty folder.
+    The folder may not be, hold or lie inside any of ``inputs``, nor be or hold the current folder
+    (:func:`check_output_path`). With ``keep`` an existing folder is used as it is (experiments and
+    pre-training resume). Otherwise a non-empty folder is cleared only if demseg's ``command``
+    made it (its marker says so) and either ``overwrite`` is set or ``finished(out)`` says it holds
+    no finished work (a failed earlier run). A folder of the user's own files, or the output of
+    another demseg command, is refused even with --overwrite. The lock is taken before anything
+    is cleared: two processes never write one folder at once. With ``discard_on_error`` (and not
+    ``keep``) an exception inside the block removes what the block wrote, so a run that fails
+    half-way (e.g. a full disk) leaves an empty folder.
     """
+    check_output_path(out, inputs)
     out = make_dir(out)
     with folder_lock(out):
         if not keep and _holds_anything(out):
-            reusable = _made_by_demseg(out) and finished is not None and not finished(out)
+            maker = made_by(out)
+            if maker is None:
+                raise DemsegError(f"output folder exists and holds files demseg did not write: {out} (demseg "
+                                  "never clears such a folder, even with --overwrite: give a new folder)")
+            if command and maker and maker != command:
+                raise DemsegError(f"output folder {out} holds the output of `demseg {maker}`; `demseg {command}` "
+                                  "never replaces it, even with --overwrite: give a new folder")
+            reusable = finished is not None and not finished(out)
             if not (overwrite or reusable):
                 raise DemsegError(f"output folder exists: {out} (pass --overwrite to replace it)")
             _clear(out)
-        (out / MARKER).touch()
+        if keep and command and _holds_anything(out) and made_by(out) not in (None, "", command):
+            raise DemsegError(f"output folder {out} holds the output of `demseg {made_by(out)}`, not of `demseg "
+                              f"{command}`: give a new folder")
+        (out / MARKER).write_text(command)
         try:
             yield out
         except BaseException:

@@ -43,6 +43,7 @@ from demseg import __version__
 from demseg.data.spec import DEFAULT_CLASSES
 from demseg.errors import DemsegError
 from demseg.io.atomic import staging_folder
+from demseg.io.folders import MARKER, check_output_path, made_by
 from demseg.io.provenance import file_sha256
 from demseg.io.raster import GridSpec, write_geotiff
 from demseg.lidar.accumulate import CellAccumulator
@@ -72,10 +73,11 @@ def rasterize(points: Sequence[str | os.PathLike], config: RasterizeConfig | Non
     """
     started = time.perf_counter()
     config = config or RasterizeConfig()
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
     if not points:
         raise DemsegError("no point cloud files given")
+    check_output_path(out_dir, [*points, config.like])
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, overwrite)
     files = [read_header(path) for path in points]
     crs, vertical_crs = resolve_crs(files, config.crs)
     grid = _output_grid(files, crs, config)
@@ -91,14 +93,20 @@ def rasterize(points: Sequence[str | os.PathLike], config: RasterizeConfig | Non
         manifest = _manifest(files, config, grid, vertical_crs, acc, summary, tasks, skipped)
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (staging / MARKER).write_text("rasterize")
     return {**manifest, "out_dir": str(out_dir)}
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a path that is a file, a folder demseg rasterize did not make, or (without --overwrite) one it did."""
     if out_dir.exists() and not out_dir.is_dir():
         raise DemsegError(f"output path exists and is not a folder: {out_dir}")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise DemsegError(f"output folder exists: {out_dir} (pass --overwrite to replace it)")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if made_by(out_dir) != "rasterize":
+            raise DemsegError(f"output folder exists and was not made by demseg rasterize: {out_dir} (demseg never "
+                              "replaces such a folder, even with --overwrite: give a new folder)")
+        if not overwrite:
+            raise DemsegError(f"output folder exists: {out_dir} (pass --overwrite to replace it)")
 
 
 def _output_grid(files: list[PointFile], crs, config: RasterizeConfig) -> GridSpec:

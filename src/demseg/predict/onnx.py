@@ -41,8 +41,29 @@ class _Logits(nn.Module):
 OPSET = 18
 
 
-def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Write a run's network as ONNX (default ``RUN/model.onnx``, written atomically); returns the path."""
+def _check_export_target(target: Path, run_dir: Path, overwrite: bool) -> None:
+    """Refuse to write over a run's own files, a link, a folder, or (without ``overwrite``) any existing file."""
+    from demseg.io.folders import check_output_path
+
+    check_output_path(target, what="export file")
+    if target.is_symlink():
+        raise DemsegError(f"--out {target} is a link: give the path of a new file")
+    if target.is_dir():
+        raise DemsegError(f"--out {target} is a folder: give the path of a file, e.g. {target / ONNX_FILE}")
+    own = target.resolve().parent == run_dir.resolve()
+    if own and target.name != ONNX_FILE:
+        raise DemsegError(f"--out {target} would replace a file of the run itself: export to {run_dir / ONNX_FILE} "
+                          "or outside the run folder")
+    if target.exists() and not own and not overwrite:
+        raise DemsegError(f"--out {target} exists (pass --overwrite to replace it)")
+
+
+def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Write a run's network as ONNX (default ``RUN/model.onnx``, written atomically); returns the path.
+
+    The run's own ``model.onnx`` is rewritten freely; any other existing file only with ``overwrite``,
+    and never a file of the run itself or a link.
+    """
     try:
         import onnx
     except ImportError as exc:
@@ -59,6 +80,7 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     channels = recipe_channels(config.recipe)
     example = torch.zeros((2, channels, config.tile_size_px, config.tile_size_px))
     target = Path(out) if out is not None else run_dir / ONNX_FILE
+    _check_export_target(target, run_dir, overwrite)
     batch = torch.export.Dim("batch", min=1, max=1024)
     with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=["input"],

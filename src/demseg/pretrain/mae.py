@@ -260,7 +260,8 @@ def pretrain(sources: list[str | Path], config: PretrainConfig, out: str | Path,
     if config.batch_size % world:
         raise DemsegError(f"batch size {config.batch_size} does not split over {world} processes")
     config = config.model_copy(update={"precision": resolve_precision(config.precision, config.device)})
-    with _open_out(out, resume, overwrite) if rank == 0 else contextlib.nullcontext():
+    inputs = [*sources, *config.exclude]
+    with _open_out(out, resume, overwrite, inputs) if rank == 0 else contextlib.nullcontext():
         return _pretrain(sources, config, out, resume, progress, stop_after, rank, world)
 
 
@@ -387,11 +388,12 @@ def _pretrain(sources, config: PretrainConfig, out: Path, resume: bool, progress
     return summary
 
 
-def _open_out(out: Path, resume: bool, overwrite: bool):
+def _open_out(out: Path, resume: bool, overwrite: bool, inputs: list):
     """The locked output folder: resumed as it is, or refused/cleared like every demseg output folder."""
     if resume and not (out / "last").exists():
         raise DemsegError(f"nothing to resume: {out} holds no checkpoint")
-    return out_dir(out, overwrite=overwrite, finished=_holds_checkpoint, keep=resume)
+    return out_dir(out, overwrite=overwrite, finished=_holds_checkpoint, keep=resume, command="pretrain",
+                   inputs=inputs)
 
 
 def _class_pixel_shares(pool: CropPool) -> dict[str, float]:

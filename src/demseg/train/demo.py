@@ -41,9 +41,13 @@ REFERENCE_NAMES = {"unet": "unet", "mae-upernet": "mae-upernet (paper)"}
 
 
 def default_config(task: str, base: TrainConfig, mix_spec: str) -> TrainConfig:
-    """The ``recommended`` preset for ``task`` on the demo's schedule, rehearsing the demo's rehearsal world."""
-    config = preset_config(DEFAULT_PRESET, task=task, iters=base.iters, val_every=base.val_every,
-                           crop_px=base.crop_px)
+    """The ``recommended`` preset for ``task``: from a shipped start on its own schedule, else on the demo's.
+
+    A preset that rehearses a synthetic world rehearses the demo's small rehearsal world instead.
+    """
+    config = preset_config(DEFAULT_PRESET, task=task)
+    if not config.init:
+        config = config.model_copy(update={"iters": base.iters, "val_every": base.val_every, "crop_px": base.crop_px})
     if config.mix:
         config = config.model_copy(update={"mix": mix_spec, "mix_tiles": MIX_TILES})
     return config
@@ -52,6 +56,9 @@ def default_config(task: str, base: TrainConfig, mix_spec: str) -> TrainConfig:
 def describe(config: TrainConfig) -> str:
     """A few words on a demo run's recipe, e.g. 'unet (width 16) on relief+slope, coarsened copies x2,4'."""
     parts = [f"{config.model} (width {config.unet_width}) on {config.recipe}"]
+    if config.init:
+        parts[0] = (f"the shipped model '{config.init}' ({parts[0]}), fine-tuned for {config.iters} iterations at "
+                    f"learning rate {config.lr:g}")
     if config.coarsen:
         parts.append(f"coarsened copies x{','.join(map(str, config.coarsen))}")
     if config.auxiliary:
@@ -88,11 +95,26 @@ def is_reference_unet(default: TrainConfig, base: TrainConfig) -> bool:
     return default.model == "unet" and all(getattr(default, name) == getattr(base, name) for name in recipe)
 
 
+def zero_shot_row(start: str, spec: Path, base: TrainConfig) -> dict:
+    """The shipped model ``start`` scored, untrained, on the buildings validation tiles every other column uses."""
+    from demseg.data.dataset import load_split
+    from demseg.data.tiles import eligible_tiles
+    from demseg.evaluate.score import score_tiles
+    from demseg.runs.folder import load_run
+
+    model, config = load_run(start)
+    data = load_split(spec, ["buildings"], base.split_config(), progress=False, pixel_size_m=config.pixel_size_m)
+    tiles = eligible_tiles(data.tiles, "val", "buildings", base.min_labelled_fraction)
+    scores = score_tiles(model, config, data, tiles, "buildings")
+    return {"task": "buildings", "label": f"shipped '{start}', no training", "model": config.model,
+            "backbone_weights": "-", "train_tiles": 0, "seed": 0, **scores}
+
+
 def _world(folder: Path, scenes: int, seed: int, progress: bool) -> Path:
     spec, done = folder / "dataset.yaml", folder / "world.json"
     if not (spec.exists() and done.exists() and all(json.loads(done.read_text()).get(k) == v
                                                     for k, v in {"scenes": scenes, "seed": seed}.items())):
-        generate_world(folder, scenes=scenes, seed=seed, progress=progress)
+        generate_world(folder, scenes=scenes, seed=seed, progress=progress, overwrite=True)
     return spec
 
 
@@ -110,6 +132,9 @@ def run_demo(out: str | Path = "demo_out", paper: bool = False, progress: bool =
         for row in runs:
             row["label"] = REFERENCE_NAMES[row["model"]] if name == "reference" else DEFAULT
         rows += runs
+    start = default_config("buildings", configs["reference"].base, str(mix)).init
+    if start:
+        rows.append(zero_shot_row(start, spec, configs["reference"].base))
     minutes = (time.perf_counter() - started) / 60
     reference = configs["reference"]
     base = reference.base

@@ -42,7 +42,7 @@ from demseg.models.registry import build_encoder, uses_backbone
 from demseg.runs.config import TrainConfig
 from demseg.runs.manifest import spec_file_hashes, write_manifest
 from demseg.train.loop import CACHE_DTYPES
-from demseg.train.run import mix_arrays, resolve_init, train_model
+from demseg.train.run import mix_arrays, resolve_init, run_inputs, train_model
 
 
 class ExperimentConfig(BaseModel):
@@ -135,7 +135,7 @@ def _same_experiment(saved: Path, config: ExperimentConfig) -> bool:
         return False
 
 
-def _open_experiment(out: Path, config: ExperimentConfig, overwrite: bool):
+def _open_experiment(out: Path, config: ExperimentConfig, overwrite: bool, inputs: list):
     """The experiment folder, locked: the same experiment resumes; another one needs ``overwrite``.
 
     A folder that holds no finished run (e.g. a failed earlier command) is reused.
@@ -145,7 +145,7 @@ def _open_experiment(out: Path, config: ExperimentConfig, overwrite: bool):
     if out.is_dir() and not same and _finished_runs(out) and not overwrite:
         raise DemsegError(f"output folder exists with a different experiment: {out} "
                           "(pass --overwrite to replace it, or rerun the same command to resume)")
-    return out_dir(out, overwrite=overwrite, finished=_finished_runs, keep=same)
+    return out_dir(out, overwrite=overwrite, finished=_finished_runs, keep=same, command="experiment", inputs=inputs)
 
 
 def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | Path, overwrite: bool = False,
@@ -165,7 +165,8 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
     base = config.base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
     plan = _plan(data, config)
     _refuse_shared_score_specs(config.score_on, data)
-    with _open_experiment(out, config, overwrite):
+    inputs = [*run_inputs(data.spec, spec_path, config.base), *config.score_on]
+    with _open_experiment(out, config, overwrite, inputs):
         write_text_atomic(out / "experiment.json", config.model_dump_json(indent=2))
         todo = [p for p in plan if not (out / "runs" / p["key"] / "metrics.json").exists()]
         if progress and len(todo) < len(plan):

@@ -46,10 +46,47 @@ def preset_values(name: str, task: str) -> dict:
     return dict(PRESETS[name][task])
 
 
+def laid_over(name: str, task: str, given: dict) -> dict:
+    """The field values of preset ``name`` for ``task`` with the user's ``given`` values laid over them.
+
+    A preset that starts from a shipped model (``init``) keeps it only where the user's choices fit
+    that model (same model, recipe, widths, auxiliary outputs, tile size); otherwise training
+    starts from scratch and a log line says why, instead of an --init error for a flag the user
+    never gave.
+    """
+    values = {**preset_values(name, task), **given}
+    start = preset_values(name, task).get("init")
+    if start and "init" not in given:
+        try:
+            config = TrainConfig(**values)
+        except ValueError:  # invalid values: the caller's validation names the flag
+            return values
+        misfit = start_misfit(start, config)
+        if misfit:
+            import logging
+
+            logging.getLogger("demseg").warning("not starting from the shipped model %r (it is a %s); training "
+                                                "from scratch: pass --init none to say so", start, misfit)
+            values["init"] = None
+    return values
+
+
+def start_misfit(start: str, config: TrainConfig) -> str:
+    """'' when ``config`` can start from the run or shipped model ``start``, else what the start is instead."""
+    from demseg.models.encoders import resolve_model_dir
+    from demseg.runs.folder import read_run_config
+    from demseg.train.run import INIT_MUST_MATCH, _shapes_weights
+
+    made = read_run_config(resolve_model_dir(start, "--init"))
+    differ = [name for name in INIT_MUST_MATCH
+              if getattr(made, name) != getattr(config, name) and _shapes_weights(name, config.model)]
+    return ", ".join(f"{name} {getattr(made, name)!r}" for name in differ)
+
+
 def preset_config(name: str = DEFAULT_PRESET, **values) -> TrainConfig:
     """``TrainConfig`` of preset ``name`` for ``values['task']`` (default buildings), ``values`` laid over it."""
     task = values.get("task", TrainConfig.model_fields["task"].default)
-    return TrainConfig(**{**preset_values(name, task), **values})
+    return TrainConfig(**laid_over(name, task, values))
 
 
 def _text(value) -> str:

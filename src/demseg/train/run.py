@@ -17,6 +17,7 @@ from torch import nn
 
 from demseg.data.arrays import TileArrays, tile_arrays
 from demseg.data.dataset import SplitData, load_split
+from demseg.data.spec import DatasetSpec, load_spec
 from demseg.data.normalise import recipe_channels
 from demseg.data.tiles import Tile, eligible_tiles, training_subset, write_tile_index
 from demseg.errors import DemsegError
@@ -169,6 +170,18 @@ def train_model(config: TrainConfig, train: TileArrays, val: TileArrays, scorer:
     return model, result
 
 
+def run_inputs(spec: DatasetSpec, spec_path, config: TrainConfig) -> list:
+    """Every file and folder a training run reads: what its output folder must not be, hold or lie in."""
+    from demseg.models.encoders import resolve_model_dir
+
+    inputs = [spec_path if not isinstance(spec_path, DatasetSpec) else None, *spec.files()]
+    if config.init:
+        inputs.append(resolve_model_dir(config.init, "--init"))
+    if config.mix and Path(config.mix).exists():
+        inputs.append(config.mix)
+    return inputs
+
+
 def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, scorer: ScorerFactory,
               overwrite: bool = False, progress: bool = True, resume: bool = False) -> dict[str, float]:
     """Train one model on a spec and write its run folder; returns the best validation scores.
@@ -183,11 +196,12 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, score
         raise DemsegError(f"nothing to resume: {out} holds no training checkpoint ({CHECKPOINT_FILE})")
     if resume and is_finished_run(out):
         raise DemsegError(f"nothing to resume: {out} holds a finished run")
-    config = resolve_init(config)  # a bad start is refused before the output folder is made
+    config = resolve_init(config)  # a bad start or spec is refused before the output folder is made
+    spec = spec_path if isinstance(spec_path, DatasetSpec) else load_spec(Path(spec_path))
     keep = bool(config.checkpoint_every) or resume
-    with out_dir(out, overwrite and not resume, finished=is_finished_run, keep=resume,
-                 discard_on_error=not keep) as folder:
-        data = load_split(spec_path, [config.task], config.split_config(), progress, pixel_size_m=config.pixel_size_m)
+    with out_dir(out, overwrite and not resume, finished=is_finished_run, keep=resume, discard_on_error=not keep,
+                 command="train", inputs=run_inputs(spec, spec_path, config)) as folder:
+        data = load_split(spec, [config.task], config.split_config(), progress, pixel_size_m=config.pixel_size_m)
         config = config.model_copy(update={"pixel_size_m": data.pixel_size_m()})
         train_tiles, val_tiles, train, val = run_arrays(data, config)
         mixed = mix_arrays(config, data, progress)

@@ -71,7 +71,7 @@ def named_world(name: str, progress: bool = True) -> Path:
             if progress:
                 print(f"generating the {name} world once ({world.scenes} scenes, seed {world.seed}) into {folder}")
             generate_world(folder, scenes=world.scenes, size_px=world.size_px, pixel_size_m=world.pixel_size_m,
-                           seed=world.seed, progress=progress)
+                           seed=world.seed, progress=progress, overwrite=True)
     return folder / "dataset.yaml"
 
 

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from demseg.data.synth.scene import (
 from demseg.errors import DemsegError
 from demseg.io import GridSpec, VectorLayer, write_geotiff, write_gpkg, write_text_atomic
 from demseg.io.atomic import staging_folder
+from demseg.io.folders import MARKER, check_output_path, made_by
 
 GENERATOR_VERSION = 3  # 3: rough trees in rows, parks and gardens, a vegetation class, interpolated water
 WORLD_CRS = "EPSG:32631"
@@ -70,23 +72,28 @@ def _val_indices(seed: int, scenes: int, val_fraction: float) -> set[int]:
 def generate_world(out_dir: str | os.PathLike, scenes: int = 20, size_px: int = 896,
                    pixel_size_m: float = 0.5,
                    seed: int = 0, val_fraction: float = 0.2, progress: bool = True,
-                   style: str = DEFAULT_STYLE) -> Path:
+                   style: str = DEFAULT_STYLE, overwrite: bool = False) -> Path:
     """Write a world of ``scenes`` georeferenced scenes of ``style`` to ``out_dir``; returns its dataset.yaml.
 
     The world is built in a hidden folder beside ``out_dir`` and moved there only once complete, so a
     failure (a full disk, an interrupt) leaves no partial world, and an earlier world in ``out_dir`` is kept
-    as it was.
-    An existing ``out_dir`` is updated in place: the files of its scene folders of the same names, world.json
-    and dataset.yaml are replaced and anything else is left alone (e.g. scenes past ``scenes`` of a larger
-    earlier world, which dataset.yaml then no longer lists).
+    as it was. An existing world is replaced whole only with ``overwrite`` (no scene of the old world is
+    left behind); a folder that is not a world demseg made is never replaced.
     """
     _check_world(scenes, val_fraction)
     check_size(size_px, pixel_size_m)
     check_seed(seed)
     check_style(style)
+    check_output_path(out_dir)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DemsegError(f"output is a file, not a folder: {out_dir}")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not (out_dir / "world.json").is_file() and made_by(out_dir) != "synth":
+            raise DemsegError(f"output folder exists and is not a synthetic world: {out_dir} (demseg never "
+                              "replaces such a folder, even with --overwrite: give a new folder)")
+        if not overwrite:
+            raise DemsegError(f"a synthetic world exists in {out_dir} (pass --overwrite to replace it)")
     val = _val_indices(seed, scenes, val_fraction)
     with _staging(out_dir) as staging:
         entries, districts = [], {}
@@ -104,6 +111,7 @@ def generate_world(out_dir: str | os.PathLike, scenes: int = 20, size_px: int = 
                        f"scenes of {size_px} px at {pixel_size_m:g} m, {WORLD_CRS})")
         write_text_atomic(staging / "dataset.yaml", _dataset_yaml(entries, description))
         write_text_atomic(staging / "world.json", json.dumps(params, indent=2) + "\n")
+        (staging / MARKER).write_text("synth")
         _publish(staging, out_dir)
     return out_dir / "dataset.yaml"
 
@@ -142,22 +150,16 @@ def _write_error(exc: OSError, target: Path) -> DemsegError:
 
 
 def _publish(staging: Path, out_dir: Path) -> None:
-    """Move a finished world from ``staging`` to ``out_dir``: one rename if ``out_dir`` is new or empty, else
-    file by file, with world.json (which marks a complete world) removed first and put back last."""
+    """Move a finished world from ``staging`` to ``out_dir``: one rename, an earlier world swapped out whole."""
     if out_dir.is_dir() and not any(out_dir.iterdir()):
         out_dir.rmdir()
     if not out_dir.exists():
         staging.rename(out_dir)
         return
-    (out_dir / "world.json").unlink(missing_ok=True)
-    for folder in sorted(path for path in staging.iterdir() if path.is_dir()):
-        (out_dir / folder.name).mkdir(exist_ok=True)
-        for path in folder.iterdir():
-            os.replace(path, out_dir / folder.name / path.name)
-    os.replace(staging / "dataset.yaml", out_dir / "dataset.yaml")
-    os.replace(staging / "world.json", out_dir / "world.json")
-
-
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 def _dataset_yaml(entries: list[tuple[str, str]], description: str) -> str:
     classes = ", ".join(f"{name}: {code}" for name, code in LABEL_CODES.items())
     lines = ["name: synthetic-world", f"description: {json.dumps(description)}", "scenes:"]
