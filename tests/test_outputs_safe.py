@@ -146,3 +146,26 @@ def test_a_spec_name_that_would_leave_the_evaluation_folder_is_refused(world, ru
     assert main(["evaluate", str(run), str(spec), "--quiet"]) == 2
     one_line_error(capsys, "spec name")
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--val-tiles", "--pixel-size-m"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_a_non_finite_number_on_the_command_line_is_one_line(world, tmp_path, capsys, flag, value):
+    assert main([*train_argv(world, tmp_path / "r"), flag, value]) == 2
+    one_line_error(capsys, flag)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_finetuned_run_without_its_backbone_file_is_refused_instead_of_using_the_shipped_encoder(world, tmp_path,
+                                                                                                  capsys):
+    argv = ["train", str(world), "--paper", "--backbone-weights", "dem-tiny", "--finetune", "top-1",
+            "--tile-size-px", str(TILE), "--train-tiles", "2", "--val-tiles", "2", "--iters", "2", "--val-every", "2",
+            "--head-width", "8", "--neck-width", "8", "--batch-size", "2", "--views", "2", "--quiet",
+            "--out", str(tmp_path / "ft")]
+    assert main(argv) == 0
+    (tmp_path / "ft" / "backbone.safetensors").unlink()
+    dem = Path(world).parent / "s000" / "dem.tif"
+    assert main(["predict", str(tmp_path / "ft"), str(dem), "--out", str(tmp_path / "pred"), "--quiet"]) == 2
+    one_line_error(capsys, "backbone.safetensors is missing")
+    assert main(["evaluate", str(tmp_path / "ft"), str(world), "--quiet"]) == 2
+    one_line_error(capsys, "backbone.safetensors is missing")

@@ -8,6 +8,7 @@ the CLI and ``Config(**same_values)`` in Python produce the same object.
 from __future__ import annotations
 
 import argparse
+import math
 import types
 import typing
 from typing import Literal
@@ -20,9 +21,12 @@ from demseg.errors import DemsegError
 
 def _number(kind: type, text: str):
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
 
 
 def bounded(kind: type, low=None, low_inclusive=True, high=None, high_inclusive=True):

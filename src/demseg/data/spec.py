@@ -47,7 +47,7 @@ SCENE_CHANNELS = ("returns", "fml", "vegshare", "intensity")
 class LabelSpec(BaseModel):
     """Where a scene's labels come from: a class-code raster on the DEM grid and/or vector files."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
     raster: str | None = Field(None, description="Class-code raster on the DEM grid (path relative to the spec).")
     classes: dict[str, int | list[int]] = Field(
         default_factory=lambda: dict(DEFAULT_CLASSES),
@@ -92,7 +92,7 @@ class LabelSpec(BaseModel):
 class SceneSpec(BaseModel):
     """One scene: an elevation raster with optional ground model and labels."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
     id: str = Field(description="Unique scene id, used in tile ids.")
     dem: str = Field(description="Elevation GeoTIFF (DSM or nDSM); path relative to the spec.")
     dtm: str | None = Field(None, description="Optional bare-earth DTM on the same grid (enables nDSM recipes).")
@@ -133,7 +133,7 @@ def safe_spec_name(value: str, what: str) -> str:
 class DatasetSpec(BaseModel):
     """A named list of scenes; ``root`` is the folder that relative paths start from."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
     name: str = "dataset"
     description: str | None = None
     scenes: list[SceneSpec] = Field(min_length=1)

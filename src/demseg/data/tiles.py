@@ -23,7 +23,7 @@ DEFAULT_MIN_TRAIN_FRACTION = 0.4
 class SplitConfig(BaseModel):
     """What fixes a spec's validation region: never the training budget, the model or the training seed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
     tile_size_px: int = Field(DEFAULT_TILE_SIZE_PX, gt=0, description="Tile side in pixels.")
     val_tiles: int = Field(50, ge=0, description="Validation tiles wanted.")
     split_seed: int = Field(0, ge=0, description="Seed of the split.")

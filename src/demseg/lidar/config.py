@@ -13,7 +13,7 @@ from demseg.errors import DemsegError
 class RasterizeConfig(BaseModel):
     """Options of ``demseg rasterize``: grid, CRS, ASPRS class codes, LiDAR channels, streaming, gap filling."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
 
     pixel_size_m: float = Field(
         0.5, gt=0, description="Side of a square output pixel in metres.")

@@ -22,7 +22,7 @@ DEFAULT_ENCODER = "dem-tiny"
 class ModelConfig(BaseModel):
     """Everything that defines a segmentation model's architecture, weights and precision."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid", protected_namespaces=())
     model: Literal["mae-upernet", "mae-detail", "unet"] = Field(
         "mae-upernet", description="mae-upernet: MAE ViT + UperNet (the paper's); mae-detail: the same plus a "
                                    "full-resolution convolutional detail path; unet: UNet from scratch.")

@@ -19,7 +19,7 @@ OUTPUT_FIELDS = ("overlap", "tta", "min_area_m2", "simplify_m", "regularise", "s
 class PredictConfig(BaseModel):
     """Options of whole-scene prediction (sliding windows, vectorising, scale-out)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
     overlap: float = Field(0.25, ge=0, lt=1, description="Window overlap, 0 to below 1; overlapping windows are "
                                                          "blended with a Hann weight.")
     tta: bool = Field(False, description="Average the 8 flips and rotations of every window (8x slower).")

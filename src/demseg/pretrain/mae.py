@@ -57,7 +57,7 @@ CHECKPOINT_FORMAT = "demseg-mae-pretrain/1"
 class PretrainConfig(BaseModel):
     """Settings of an MAE pre-training run (saved in the checkpoint)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid", protected_namespaces=())
     arch: Literal["tiny", "small", "base"] = Field("tiny", description="ViT encoder size.")
     recipe: str = Field(DEFAULT_RECIPE, description="Normalisation recipe; the downstream run must use the same.")
     tile_size_px: int = Field(224, gt=0, description="Side of the tiles that are normalised (as downstream).")

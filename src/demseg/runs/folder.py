@@ -78,6 +78,9 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig]:
     build_config = config
     if uses_backbone(config.model) and backbone_file.exists():
         build_config = config.model_copy(update={"backbone_weights": str(backbone_file)})
+    elif uses_backbone(config.model) and config.finetune != "none":
+        raise DemsegError(f"the run fine-tuned its backbone (finetune {config.finetune}) but its "
+                          f"backbone.safetensors is missing: {run_dir}")
     model = build(build_config, seed=config.seed)
     try:
         trainable_part(model, config).load_state_dict(load_file(str(run_dir / "model.safetensors")))

@@ -48,7 +48,7 @@ from demseg.train.run import mix_arrays, resolve_init, run_inputs, train_model
 class ExperimentConfig(BaseModel):
     """The protocol's grid and the training settings shared by its runs."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid", protected_namespaces=())
     tasks: list[str] = Field(["buildings"], description="Tasks to run, comma-separated (buildings, roads).")
     models: list[str] = Field(["mae-upernet", "unet"], description="Models to compare, comma-separated.")
     backbone_weights: list[str] = Field(["dem-tiny"], description="Backbone weights to compare for backbone "
