@@ -13,7 +13,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # runs (the run-folder contract) sits below predict and evaluate, which read runs but never train;
 # train (the loop, presets, experiment grids, demo) sits above them and uses their scoring
 RANKS = {"errors": 0, "io": 1, "cluster": 1.5, "data": 2, "lidar": 2.5, "models": 3, "runs": 3.5, "predict": 4,
-         "evaluate": 5, "train": 6, "pretrain": 6, "cli_flags": 7, "qgis": 7.5, "cli": 8, "__init__": 8}
+         "evaluate": 5, "train": 6, "pretrain": 6, "cli_flags": 7, "qgis": 7.5, "cli": 8, "__init__": 8,
+         "cli_reference": 9}
 MODEL_CLASSES = {"MaeUperNet", "UNet", "SegmentationHead", "UperNetHead", "DetailHead", "ViTPyramidNeck", "MaeBackbone",
                  "build_backbone"}
 

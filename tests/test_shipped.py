@@ -221,3 +221,28 @@ def test_adabn_reestimates_batchnorm_statistics_on_the_new_data_and_keeps_the_we
     assert not torch.allclose(first.running_mean, torch.zeros_like(first.running_mean))
     assert first.momentum == 0.1 and not model.training
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+
+def test_the_recommended_preset_starts_from_a_shipped_model_it_fits():
+    from demseg.models.encoders import SHIPPED_MODELS
+    from demseg.train.presets import PRESETS, preset_config, start_misfit
+
+    config = preset_config("recommended", task="buildings")
+    assert config.init in SHIPPED_MODELS and start_misfit(config.init, config) == ""
+
+
+def test_train_without_flags_fine_tunes_the_presets_shipped_model_and_a_misfit_trains_from_scratch(
+        shipped_tiny, world, tmp_path, monkeypatch, capsys):
+    from demseg.runs.folder import read_run_config
+    from demseg.train.presets import PRESETS
+
+    monkeypatch.setitem(PRESETS["recommended"], "buildings", {
+        "init": "tiny", "model": "unet", "recipe": "relief+slope", "unet_width": 4, "tile_size_px": TILE,
+        "iters": 2, "val_every": 2, "lr": 3e-4, "batch_size": 2, "views": 2, "val_tiles": 4, "train_tiles": 4})
+    assert main(["train", str(world), "--quiet", "--out", str(tmp_path / "default")]) == 0
+    assert read_run_config(tmp_path / "default").init == "tiny"
+    assert main(["train", str(world), "--quiet", "--unet-width", "8", "--out", str(tmp_path / "wider")]) == 0
+    assert "not starting from the shipped model 'tiny'" in capsys.readouterr().err
+    assert read_run_config(tmp_path / "wider").init is None
+    assert main(["train", str(world), "--quiet", "--init", "none", "--out", str(tmp_path / "scratch")]) == 0
+    assert read_run_config(tmp_path / "scratch").init is None
