@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
@@ -31,11 +32,17 @@ positive_int = bounded(int, low=0, low_inclusive=False)
 positive_float = bounded(float, low=0, low_inclusive=False)
 name_list = list_of(str)
 
-TRAIN_FIELDS = ["iters", "val_tiles", "arch", "recipe", "head_width", "neck_width", "unet_width", "detail_width",
-                "finetune", "layer_decay", "lp_fraction", "init", "batch_size", "lr", "val_every", "tile_size_px",
-                "split_seed", "min_train_fraction", "cached", "backbone_dtype", "aux_head", "views", "crop_px", "coarsen",
-                "mix", "mix_tiles", "mix_share", "auxiliary", "label_noise",
-                "min_valid_fraction", "pixel_size_m"]
+# the training flags train and experiment share, by group (their help shows them so)
+TRAIN_GROUPS = {
+    "data": ["val_tiles", "tile_size_px", "pixel_size_m", "split_seed", "min_train_fraction", "min_valid_fraction",
+             "label_noise"],
+    "model": ["init", "arch", "recipe", "head_width", "neck_width", "unet_width", "detail_width", "aux_head",
+              "auxiliary"],
+    "training": ["iters", "batch_size", "lr", "val_every", "finetune", "layer_decay", "lp_fraction", "views",
+                 "crop_px", "coarsen", "mix", "mix_tiles", "mix_share"],
+    "compute": ["cached", "backbone_dtype"],
+}
+TRAIN_FIELDS = [name for names in TRAIN_GROUPS.values() for name in names]
 FLAG_NAMES = {"cached": "--no-cache", "tasks": "--task"}
 
 
@@ -59,7 +66,9 @@ def _add_synth(commands) -> None:
     p = commands.add_parser("synth", help="generate a synthetic DEM world with labels",
                             description="Generate georeferenced synthetic city DEMs, labels (raster and vector), "
                                         "previews and a dataset spec.")
-    p.add_argument("out", help="output folder")
+    p.add_argument("-o", "--out", dest="out_flag", metavar="OUT", help="output folder (a new one, or a world to "
+                                                                        "replace with --overwrite)")
+    p.add_argument("out", nargs="?", help=argparse.SUPPRESS)  # older command lines: demseg synth OUT
     for flag, kind, name, text in (("--scenes", positive_int, "scenes", "number of scenes"),
                                    ("--size-px", positive_int, "size_px", "scene side in pixels"),
                                    ("--pixel-size-m", positive_float, "pixel_size_m", "pixel size in metres"),
@@ -74,14 +83,16 @@ def _add_synth(commands) -> None:
                    help=f"urban form: mixed districts, dense old towns, or one district kind "
                         f"(default {_default(generate_world, 'style')})")
     p.add_argument("--overwrite", action="store_true", help="replace a synthetic world already in the folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _chatter(p)
     p.set_defaults(func=_cmd_synth)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from demseg.data.synth import generate_world
 
-    spec_path = generate_world(args.out, scenes=args.scenes, size_px=args.size_px, pixel_size_m=args.pixel_size_m,
+    if (args.out is None) == (args.out_flag is None):
+        raise DemsegError("demseg synth: give the output folder once, with -o/--out")
+    spec_path = generate_world(args.out or args.out_flag, scenes=args.scenes, size_px=args.size_px, pixel_size_m=args.pixel_size_m,
                                seed=args.seed, val_fraction=args.val_fraction, progress=not args.quiet,
                                style=args.style, overwrite=args.overwrite)
     print(f"wrote {args.scenes} scene(s) and {spec_path}")
@@ -102,6 +113,7 @@ def _add_data(commands) -> None:
     add_config_flags(check, SplitConfig, ["tile_size_px", "min_valid_fraction"])
     check.add_argument("--crs", help="CRS for rasters that declare none, e.g. EPSG:2154")
     check.add_argument("--road-width-m", type=positive_float, help="width to buffer road lines that carry none")
+    _chatter(check, progress=False)
     check.set_defaults(func=_cmd_data_check, configs=lambda a: {"split": config_from_args(SplitConfig, a)})
 
 
@@ -134,7 +146,7 @@ def _add_rasterize(commands) -> None:
                                         "atomically. Points stream in chunks: memory does not grow with the "
                                         "number of points.")
     p.add_argument("points", nargs="+", help="LAS/LAZ/COPC files; one grid covers them all")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("-o", "--out", required=True, help="output folder")
     add_config_flags(p, RasterizeConfig, ["pixel_size_m", "crs", "like", "ground_class", "water_class",
                                           "drop_classes", "fill_radius_m", "chunk_points"])
     classes = RasterizeConfig.model_fields["classes"]
@@ -146,7 +158,7 @@ def _add_rasterize(commands) -> None:
                    metavar="NAME,...|none", help=f"{channels.description} (default "
                    f"{','.join(channels.get_default(call_default_factory=True))})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _chatter(p)
     p.set_defaults(func=_cmd_rasterize, configs=lambda a: {"rasterize": config_from_args(RasterizeConfig, a)})
 
 
@@ -180,11 +192,15 @@ def _add_pretrain(commands) -> None:
                                         "(dataset specs, folders searched for dem.tif/dsm.tif, or files). Runs "
                                         "under torchrun --nproc_per_node N as well.")
     p.add_argument("sources", nargs="+", help="dataset spec(s), folder(s) or DEM file(s)")
-    p.add_argument("--out", required=True, help="checkpoint folder")
-    add_config_flags(p, PretrainConfig, [name for name in PretrainConfig.model_fields])
+    p.add_argument("-o", "--out", required=True, help="checkpoint folder")
+    add_config_flags(p, PretrainConfig, [name for name in PretrainConfig.model_fields],
+                     {"steps": "--iters", "crop_size_px": "--crop-px"})
+    p.add_argument("--steps", dest="steps", type=positive_int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--crop-size-px", dest="crop_size_px", type=positive_int, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _chatter(p)
     p.set_defaults(func=_cmd_pretrain, configs=lambda a: {"pretrain": config_from_args(PretrainConfig, a)})
 
 
@@ -215,19 +231,35 @@ def _add_train(commands) -> None:
                                         "--paper: the paper's frozen MAE + UperNet. Flags override the preset; "
                                         "'none' empties a list or option (--mix none).")
     p.add_argument("spec", help="dataset spec (YAML) or folder")
-    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
-                   help=f"recipe that flags are laid over (default {DEFAULT_PRESET})")
-    p.add_argument("--paper", dest="preset", action="store_const", const="paper",
-                   help="the paper's model (frozen MAE ViT + UperNet): the same as --preset paper")
-    add_config_flags(p, TrainConfig, ["task", "model", "backbone_weights", "train_tiles", "seed", *TRAIN_FIELDS],
-                     FLAG_NAMES, preset_default_texts())
-    add_config_flags(p, TrainConfig, ["checkpoint_every"])
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the unfinished run in --out from its checkpoint (same flags as before)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    groups = _train_groups(p)
+    groups["model"].add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                                 help=f"recipe that flags are laid over (default {DEFAULT_PRESET})")
+    groups["model"].add_argument("--paper", dest="preset", action="store_const", const="paper",
+                                 help="the paper's model (frozen MAE ViT + UperNet): the same as --preset paper")
+    texts = preset_default_texts()
+    add_config_flags(groups["data"], TrainConfig, ["task", "train_tiles"], FLAG_NAMES, texts)
+    add_config_flags(groups["model"], TrainConfig, ["model", "backbone_weights"], FLAG_NAMES, texts)
+    add_config_flags(groups["training"], TrainConfig, ["seed"], FLAG_NAMES, texts)
+    for name, fields in TRAIN_GROUPS.items():
+        add_config_flags(groups[name], TrainConfig, fields, FLAG_NAMES, texts)
+    add_config_flags(groups["training"], TrainConfig, ["checkpoint_every"])
+    groups["training"].add_argument("--resume", action="store_true",
+                                    help="continue the unfinished run in --out from its checkpoint (same flags as "
+                                         "before)")
+    groups["output"].add_argument("-o", "--out", required=True, help="run folder")
+    groups["output"].add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    _chatter(groups["output"])
+    p.epilog = ("example: demseg train examples/amsterdam.yaml --train-tiles 10 -o RUN   (the default: fine-tune "
+                "demseg's shipped model on 10 tiles; --paper for the paper's model)")
     p.set_defaults(func=_cmd_train, configs=_train_configs)
+
+
+def _train_groups(p: argparse.ArgumentParser) -> dict:
+    """The help sections of train and experiment: data, model, training, compute, output."""
+    return {name: p.add_argument_group(title) for name, title in (
+        ("data", "data (what it learns from and is validated on)"), ("model", "model"),
+        ("training", "training (schedule, augmentation, rehearsal)"), ("compute", "compute"),
+        ("output", "output"))}
 
 
 def _train_configs(args: argparse.Namespace) -> dict:
@@ -262,14 +294,14 @@ def _add_evaluate(commands) -> None:
     p.add_argument("run", help="run folder made by demseg train, or a shipped model's name (demseg models)")
     p.add_argument("spec", help="dataset spec (YAML) or folder")
     p.add_argument("--task", choices=["buildings", "roads"], help="task (default: the run's)")
-    p.add_argument("--out", help="folder for metrics.json and preview.png (default RUN/evaluations/<spec name>; "
+    p.add_argument("-o", "--out", help="folder for metrics.json and preview.png (default RUN/evaluations/<spec name>; "
                                  "needed for a shipped model)")
     p.add_argument("--allow-resolution-mismatch", action="store_true",
                    help="score data whose pixel size is more than 10%% off the run's (default: refuse)")
     p.add_argument("--resample", action="store_true",
                    help="data the run never saw: resample it to the run's pixel size and score every labelled "
                         "pixel (overlapping windows blended as in predict), as experiment --score-on does")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _chatter(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -294,21 +326,30 @@ def _add_experiment(commands) -> None:
                                         "results.csv, summary.md, curves.png, previews and a manifest. Rerun the "
                                         "same command to resume an interrupted experiment.")
     p.add_argument("spec", help="dataset spec (YAML) or folder")
-    add_config_flags(p, ExperimentConfig, ["tasks", "models", "backbone_weights", "train_tiles", "seeds",
-                                           "preview_tiles", "score_on"], FLAG_NAMES)
-    add_config_flags(p, TrainConfig, TRAIN_FIELDS, FLAG_NAMES)
-    p.add_argument("--preset", choices=list(PRESETS),
-                   help="lay the training flags over a named recipe, as train does (e.g. recommended: its model "
-                        "unless --models says otherwise); one task per experiment where the recipe differs "
-                        "between tasks (default: none, TrainConfig's own defaults)")
-    p.add_argument("--scheduler", help="address of an existing Dask scheduler (e.g. tcp://host:8786): every run "
-                                       "becomes a task of that cluster; its workers must see the spec, the data "
-                                       "and --out on a shared file system (default: run here)")
-    p.add_argument("--scheduler-timeout-s", type=positive_float, default=30.0,
-                   help="seconds to wait for the Dask scheduler to answer (default 30)")
-    p.add_argument("--out", required=True, help="experiment folder")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    groups = _train_groups(p)
+    grid = p.add_argument_group("the grid (tasks x models x budgets x seeds)")
+    add_config_flags(grid, ExperimentConfig, ["tasks", "models", "backbone_weights", "train_tiles", "seeds"],
+                     FLAG_NAMES)
+    add_config_flags(groups["data"], ExperimentConfig, ["score_on"], FLAG_NAMES)
+    groups["model"].add_argument("--preset", choices=list(PRESETS),
+                                 help="lay the training flags over a named recipe, as train does (e.g. "
+                                      "recommended: its model unless --models says otherwise); one task per "
+                                      "experiment where the recipe differs between tasks (default: none, "
+                                      "TrainConfig's own defaults)")
+    for name, fields in TRAIN_GROUPS.items():
+        add_config_flags(groups[name], TrainConfig, fields, FLAG_NAMES)
+    groups["compute"].add_argument("--scheduler", help="address of an existing Dask scheduler (e.g. "
+                                                       "tcp://host:8786): every run becomes a task of that cluster; "
+                                                       "its workers must see the spec, the data and --out on a "
+                                                       "shared file system (default: run here)")
+    groups["compute"].add_argument("--scheduler-timeout-s", type=positive_float, default=30.0,
+                                   help="seconds to wait for the Dask scheduler to answer (default 30)")
+    groups["output"].add_argument("-o", "--out", required=True, help="experiment folder (rerun to resume)")
+    add_config_flags(groups["output"], ExperimentConfig, ["preview_tiles"], FLAG_NAMES)
+    groups["output"].add_argument("--overwrite", action="store_true", help="replace another experiment in --out")
+    _chatter(groups["output"])
+    p.epilog = ("example: demseg experiment examples/amsterdam.yaml --task buildings --train-tiles 10,50 --models "
+                "unet,mae-upernet --seeds 3 --score-on examples/france.yaml -o EXP")
     p.set_defaults(func=_cmd_experiment, configs=_experiment_configs)
 
 
@@ -357,10 +398,11 @@ def _add_report(commands) -> None:
                                         "(a table per dataset scored on, differences to a reference model paired by "
                                         "seed) and curves.png.")
     p.add_argument("experiments", nargs="+", help="experiment folders")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--reference", default="unet", help="model label the others are compared with (default unet)")
     p.add_argument("--title", default="demseg experiments", help="title of summary.md")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
+    _chatter(p, progress=False)
     p.set_defaults(func=_cmd_report)
 
 
@@ -380,10 +422,10 @@ def _add_demo(commands) -> None:
                                         "(shipped DEM-pretrained encoder), and demseg's best pre-trained variant "
                                         "(the same encoder, a detail path, synthetic pre-training and rehearsal), "
                                         "and print the IoU table.")
-    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("-o", "--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--paper", action="store_true",
                    help="the paper's protocol instead: 10/50/200/450 tiles, 3000 iterations, 3 seeds, width 256")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _chatter(p)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -406,6 +448,7 @@ def _add_probe(commands) -> None:
                    help="weights to compare, comma-separated (default dem-tiny,random)")
     add_config_flags(p, TrainConfig, ["task", "arch", "recipe", "val_tiles", "split_seed", "min_train_fraction",
                                       "tile_size_px", "backbone_dtype"])
+    _chatter(p, progress=False)
     p.set_defaults(func=_cmd_probe, configs=lambda a: {"train": config_from_args(TrainConfig, a)})
 
 
@@ -436,14 +479,14 @@ def _add_predict(commands) -> None:
     p.add_argument("run", help="run folder made by demseg train, or a shipped model's name: demseg predict "
                                "buildings DSM.tif --out PRED needs no labels (demseg models lists them)")
     p.add_argument("inputs", nargs="+", help="DEM GeoTIFF(s) and/or dataset spec(s) (each scene's dem and dtm)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--dtm", help="bare-earth DTM on the DEM's grid (one DEM only): heights above ground come from "
                                  "it (else from a local ground estimate) and footprints get ground_m and height_m")
     p.add_argument("--band", type=positive_int, help="elevation band of multi-band DEMs (1-based)")
     p.add_argument("--crs", help="CRS for DEMs that declare none, e.g. EPSG:2154")
     add_config_flags(p, PredictConfig, list(PredictConfig.model_fields), {"resample": "--no-resample"})
     p.add_argument("--overwrite", action="store_true", help="predict complete scenes again")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _chatter(p)
     p.set_defaults(func=_cmd_predict, configs=lambda a: {"predict": config_from_args(PredictConfig, a)})
 
 
@@ -463,9 +506,12 @@ def _add_export(commands) -> None:
                                         "normalised windows (N, C, T, T) in, logits (N, K, T, T) out, dynamic "
                                         "batch. demseg predict RUN ... --engine onnx then runs it in onnxruntime.")
     p.add_argument("run", help="run folder made by demseg train, or a shipped model's name")
-    p.add_argument("--onnx", action="store_true", required=True, help="export as ONNX (the one format today)")
-    p.add_argument("--out", help="file to write (default RUN/model.onnx)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="format to write (default onnx, the one "
+                                                                      "format today)")
+    p.add_argument("--onnx", action="store_true", help=argparse.SUPPRESS)  # older command lines
+    p.add_argument("-o", "--out", help="file to write (default RUN/model.onnx)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (never a run's own files)")
+    _chatter(p, progress=False)
     p.set_defaults(func=_cmd_export)
 
 
@@ -483,6 +529,7 @@ def _add_models(commands) -> None:
                                         "and a folder of that name wins over it. Then the shipped encoders "
                                         "(--backbone-weights).")
     p.add_argument("--json", action="store_true", help="everything each sidecar says, as JSON")
+    _chatter(p, progress=False)
     p.set_defaults(func=_cmd_models)
 
 
@@ -513,6 +560,32 @@ def _cmd_models(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- the command tree
 
 
+EXAMPLES = {  # one line at the end of each command's --help
+    "synth": "demseg synth -o WORLD --scenes 20 --seed 0",
+    "data check": "demseg data check examples/real_data.yaml",
+    "rasterize": "demseg rasterize tiles/*.laz --pixel-size-m 0.5 --crs EPSG:28992 -o RAST",
+    "pretrain": "demseg pretrain examples/pretrain_real.yaml --arch tiny --iters 2000 -o CKPT",
+    "evaluate": "demseg evaluate RUN examples/france.yaml --resample",
+    "report": "demseg report EXP1 EXP2 --reference unet -o REPORT",
+    "demo": "demseg demo",
+    "probe": "demseg probe examples/amsterdam.yaml --backbone-weights dem-tiny,random",
+    "predict": "demseg predict buildings DSM.tif --dtm DTM.tif -o PRED   (a shipped model, no labels)",
+    "export": "demseg export RUN -o model.onnx",
+    "models": "demseg models --json",
+    "qgis install": "demseg qgis install",
+}
+
+
+def _add_examples(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                key = f"{prefix}{name}"
+                if key in EXAMPLES and not sub.epilog:
+                    sub.epilog = f"example: {EXAMPLES[key]}"
+                _add_examples(sub, f"{key} ")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``demseg`` command tree."""
     from demseg import __version__
@@ -524,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_synth, _add_data, _add_rasterize, _add_pretrain, _add_train, _add_evaluate, _add_experiment, _add_report,
                 _add_demo, _add_probe, _add_predict, _add_export, _add_models, _add_qgis):
         add(commands)
+    _add_examples(parser)
     return parser
 
 
@@ -539,6 +613,7 @@ def _add_qgis(commands) -> None:
                                              "with qgis_process when QGIS is installed.")
     install.add_argument("--plugins-dir", help="QGIS plugins folder (default: the default profile's)")
     install.add_argument("--no-enable", action="store_true", help="copy only; enable it in QGIS yourself")
+    _chatter(install, progress=False)
     install.set_defaults(func=_cmd_qgis_install)
 
 
@@ -554,6 +629,29 @@ def parse_configs(argv: Sequence[str]) -> dict:
     """The configs a command line would run with (e.g. {"train": TrainConfig(...)}), without running it."""
     args = build_parser().parse_args(list(argv))
     return args.configs(args) if hasattr(args, "configs") else {}
+
+
+def _chatter(p: argparse.ArgumentParser, progress: bool = True) -> None:
+    """-q/--quiet (no progress bars) and -v/--verbose (what demseg decides, as it goes), on every command."""
+    if progress:
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="say what demseg decides as it goes (-vv: and the details)")
+
+
+class _OneLine(logging.Handler):
+    """demseg's log records as one line each on stderr: 'demseg: warning: ...' (or 'demseg: ...' for info)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        print(f"demseg: {level}{record.getMessage()}", file=sys.stderr)
+
+
+def _logging(verbose: int) -> None:
+    logger = logging.getLogger("demseg")
+    logger.handlers = [_OneLine()]
+    logger.propagate = False
+    logger.setLevel(logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG)
 
 
 def _one_line_warnings() -> None:
@@ -573,6 +671,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             _one_line_warnings()
             args = build_parser().parse_args(argv)
+            _logging(getattr(args, "verbose", 0))
             return int(args.func(args) or 0)
     except DemsegError as exc:
         print(f"demseg: error: {exc}", file=sys.stderr)

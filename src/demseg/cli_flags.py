@@ -145,6 +145,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type[BaseMod
             options["metavar"] = "A,B,..."
         else:
             options["type"] = _scalar_parser(kind, field.metadata)
+            options["metavar"] = flag.lstrip("-").replace("-", "_").upper()  # the flag's name, not the field's
             if optional:
                 options["type"] = none_or(options["type"])
         parser.add_argument(flag, **options)
