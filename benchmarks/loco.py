@@ -58,6 +58,8 @@ def score(run: str, spec: str, pixel_size_m: float, adapt_bn: bool = False) -> d
     (its labels unused): AdaBN on the scene being mapped.
     """
     model, config = load_run(run)
+    if abs(config.pixel_size_m - pixel_size_m) > 1e-6:  # else the tiles scored would not be the tiles it kept apart
+        raise SystemExit(f"{run} works at {config.pixel_size_m} m, the fold at {pixel_size_m} m: add --pixel-size-m")
     split = TrainConfig().split_config()
     data = load_split(spec, [config.task], split, progress=False, pixel_size_m=pixel_size_m)
     tiles = eligible_tiles(data.tiles, "val", config.task, config.min_labelled_fraction)

@@ -169,3 +169,53 @@ def test_a_finetuned_run_without_its_backbone_file_is_refused_instead_of_using_t
     one_line_error(capsys, "backbone.safetensors is missing")
     assert main(["evaluate", str(tmp_path / "ft"), str(world), "--quiet"]) == 2
     one_line_error(capsys, "backbone.safetensors is missing")
+
+
+def test_an_older_demseg_folder_is_never_cleared_by_another_command(world, tmp_path, capsys):
+    old = tmp_path / "old_experiment"
+    (old / "runs" / "a").mkdir(parents=True)
+    (old / "runs" / "a" / "metrics.json").write_text("{}")
+    (old / ".demseg-output").write_text("")  # an older demseg wrote an empty marker
+    before = snapshot(old)
+    for extra in ([], ["--overwrite"]):
+        assert main([*train_argv(world, old), *extra]) == 2
+        one_line_error(capsys, "demseg experiment")
+    assert snapshot(old) == before
+
+
+def test_an_interrupted_checkpointed_run_is_kept_until_resumed_or_overwritten(world, tmp_path, capsys):
+    run = tmp_path / "long"
+    run.mkdir()
+    (run / ".demseg-output").write_text("train")
+    (run / "checkpoint.pt").write_bytes(b"a checkpoint")
+    assert main(train_argv(world, run)) == 2
+    one_line_error(capsys, "--resume", "--overwrite")
+    assert (run / "checkpoint.pt").read_bytes() == b"a checkpoint"
+
+
+def test_evaluate_out_may_not_be_the_run_or_another_commands_folder(world, run, tmp_path, capsys):
+    before = snapshot(run)
+    for out in (run, run / "sub"):
+        assert main(["evaluate", str(run), str(world), "-o", str(out), "--quiet"]) == 2
+        one_line_error(capsys, "input")
+    assert snapshot(run) == before
+    assert main(["evaluate", str(run), str(world), "-o", str(tmp_path / "ev"), "--quiet"]) == 0
+    assert (tmp_path / "ev" / "metrics.json").is_file()
+
+
+def test_synth_overwrite_never_deletes_what_a_user_put_inside_a_world(tmp_path, capsys):
+    assert main(["synth", "-o", str(tmp_path / "w"), "--scenes", "1", "--size-px", "64", "--quiet"]) == 0
+    (tmp_path / "w" / "run1").mkdir()
+    (tmp_path / "w" / "run1" / "config.json").write_text("{}")
+    assert main(["synth", "-o", str(tmp_path / "w"), "--scenes", "1", "--size-px", "64", "--quiet",
+                 "--overwrite"]) == 2
+    one_line_error(capsys, "not a synthetic world")
+    assert (tmp_path / "w" / "run1" / "config.json").is_file()
+
+
+def test_a_folder_spec_named_dot_takes_the_folders_real_name(world, monkeypatch):
+    from demseg.data.spec import load_spec
+
+    monkeypatch.chdir(Path(world).parent / "s000")
+    spec = load_spec(Path("."))
+    assert spec.name == "s000" and spec.scenes[0].id == "s000"

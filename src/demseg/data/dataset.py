@@ -66,14 +66,15 @@ def load_split(spec_path: str | os.PathLike | DatasetSpec, tasks: list[str], spl
     :func:`demseg.data.resample.resample_scene`), e.g. to score a run on data of another resolution.
     """
     spec = spec_path if isinstance(spec_path, DatasetSpec) else load_spec(Path(spec_path))
+    where = f"spec {spec.name!r}" if isinstance(spec_path, DatasetSpec) else str(spec_path)
     missing = [task for task in tasks if task not in spec.tasks()]
     if missing:
-        raise DemsegError(f"no scene of {spec_path} has labels for {', '.join(missing)}")
+        raise DemsegError(f"no scene of {where} has labels for {', '.join(missing)}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scenes = {scene.id: scene for scene in load_scenes(spec, tasks, progress=progress)}
     for task in tasks:
-        _check_class_found(spec, scenes, task, spec_path)  # one line: the warnings it explains are dropped
+        _check_class_found(spec, scenes, task, where)  # one line: the warnings it explains are dropped
     for warning in caught:
         warnings.warn(warning.message, warning.category, stacklevel=2)
     if pixel_size_m is not None:

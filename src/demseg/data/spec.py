@@ -224,6 +224,7 @@ def _find(folder: Path, stems: tuple[str, ...], suffixes: tuple[str, ...]) -> Pa
 
 
 def _spec_from_folder(folder: Path) -> DatasetSpec:
+    folder = folder.resolve()  # "." names its scenes and itself after the real folder
     yaml_file = folder / "dataset.yaml"
     if yaml_file.exists():
         return _spec_from_yaml(yaml_file)

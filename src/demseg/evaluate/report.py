@@ -449,7 +449,7 @@ def combine_experiments(folders: list[str | Path], out: str | Path, title: str =
     An experiment folder named twice counts once. ``out`` may not be or lie in an experiment folder;
     an earlier report there is replaced only with ``overwrite``.
     """
-    from demseg.io.folders import MARKER, out_dir
+    from demseg.io.folders import MARKER, check_output_path, out_dir
 
     parts = []
     unique = list(dict.fromkeys(Path(folder).resolve() for folder in folders))
@@ -465,9 +465,11 @@ def combine_experiments(folders: list[str | Path], out: str | Path, title: str =
     if reference not in labels and (split := sorted(x for x in labels if x.startswith(f"{reference} ["))):
         raise DemsegError(f"--reference {reference} was run with different settings; name one: {'; '.join(split)}")
     out = Path(out)
+    check_output_path(out, unique)
     if out.is_dir() and (out / "runs").exists():
         raise DemsegError(f"--out {out} is an experiment folder: give a new folder for the report")
-    if out.is_dir() and not (out / MARKER).exists() and {p.name for p in out.iterdir()} <= REPORT_FILES | {".demseg"}:
+    names = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if names and not (out / MARKER).exists() and {"results.csv", "summary.md"} <= names <= REPORT_FILES:
         (out / MARKER).write_text("report")  # a report of an earlier demseg: its own files only
     with out_dir(out, overwrite, finished=lambda folder: (folder / "results.csv").exists(), command="report",
                  inputs=unique):

@@ -60,17 +60,19 @@ def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = 
     task = task or config.task
     if task != config.task:
         raise DemsegError(f"the run was trained for {config.task}, not {task}")
-    manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
-    if resample:
-        return _evaluate_resampled(run_dir, model, config, manifest, spec_path, task, progress, out)
+    manifest = _manifest(run_dir)
     from demseg.data.spec import load_spec
 
     spec = load_spec(Path(spec_path))
+    if out is not None:
+        _check_evaluation_out(Path(out), run_dir, spec)
+    if resample:
+        return _evaluate_resampled(run_dir, model, config, manifest, spec_path, task, progress, out)
     trained_hashes = set((manifest.get("data") or {}).get("sha256", {}).values())
     own_data = bool(trained_hashes & set(spec_file_hashes(spec).values()))
-    # the run's own data is read as the run read it (resampled to its pixel size, when it was)
+    # the run's own data is read as the run read it (resampled, when it was)
     data = load_split(spec, [task], config.split_config(), progress,
-                      pixel_size_m=config.pixel_size_m if own_data else None)
+                      pixel_size_m=manifest.get("resampled_to_m") if own_data else None)
     for scene in data.scenes.values():
         check_resolution(scene.grid.pixel_size_m, config, allow_resolution_mismatch)
     tiles, how = scored_tiles(data, config, manifest, task)
@@ -83,6 +85,30 @@ def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = 
     if preview_tiles:
         _preview(out / "preview.png", model, config, data, tiles[:preview_tiles], task)
     return {"val_tiles": len(tiles), **scores}
+
+
+def _manifest(run_dir: Path) -> dict:
+    """A run's manifest ({} where it has none, e.g. an older shipped model: every tile then counts as unseen)."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.exists():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DemsegError(f"the run's manifest is unreadable or not JSON: {path}") from exc
+    if not isinstance(manifest, dict):
+        raise DemsegError(f"the run's manifest is not a JSON object: {path}")
+    return manifest
+
+
+def _check_evaluation_out(out: Path, run_dir: Path, spec) -> None:
+    """Refuse an --out that is, holds or lies in the run or the data, or that holds a run or an experiment."""
+    from demseg.io.folders import check_output_path, layout_of
+
+    check_output_path(out, [run_dir, *spec.files()])
+    if out.is_dir() and layout_of(out) not in ("",):
+        raise DemsegError(f"--out {out} holds the output of `demseg {layout_of(out)}`: give a folder for the "
+                          "evaluation")
 
 
 def _evaluate_resampled(run_dir, model, config: TrainConfig, manifest: dict, spec_path, task: str,

@@ -56,13 +56,33 @@ def _made_by_demseg(folder: Path) -> bool:
 
 
 def made_by(folder: Path) -> str | None:
-    """The demseg command that made ``folder`` (its marker), '' for a marker of an older demseg, None for none."""
+    """The demseg command that made ``folder``: its marker, else (an older demseg's empty marker) what its
+    files say (:func:`layout_of`, '' when they say nothing); None for a folder without a marker."""
     try:
-        return (folder / MARKER).read_text().strip()
+        named = (folder / MARKER).read_text().strip()
     except FileNotFoundError:
         return None
     except OSError:
-        return ""
+        named = ""
+    return named or layout_of(folder)
+
+
+def layout_of(folder: Path) -> str:
+    """The demseg command whose output ``folder`` looks like, from its files ('' when none)."""
+    has = {entry.name for entry in folder.iterdir()} if folder.is_dir() else set()
+    if "runs" in has or "experiment.json" in has:
+        return "experiment"
+    if "last" in has or "encoder.safetensors" in has:
+        return "pretrain"
+    if "world.json" in has:
+        return "synth"
+    if "config.json" in has or "model.safetensors" in has or "checkpoint.pt" in has:
+        return "train"
+    if "manifest.json" in has and "dataset.yaml" in has:
+        return "rasterize"
+    if "results.csv" in has and "summary.md" in has:
+        return "report"
+    return ""
 
 
 def _resolved(path: str | os.PathLike) -> Path:
@@ -140,7 +160,8 @@ def out_dir(out: str | os.PathLike, overwrite: bool = False, finished: Callable[
             if command and maker and maker != command:
                 raise DemsegError(f"output folder {out} holds the output of `demseg {maker}`; `demseg {command}` "
                                   "never replaces it, even with --overwrite: give a new folder")
-            reusable = finished is not None and not finished(out)
+            # what an older demseg made without naming it is replaced only on request
+            reusable = bool(maker) and finished is not None and not finished(out)
             if not (overwrite or reusable):
                 raise DemsegError(f"output folder exists: {out} (pass --overwrite to replace it)")
             _clear(out)

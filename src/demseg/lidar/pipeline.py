@@ -102,11 +102,24 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise DemsegError(f"output path exists and is not a folder: {out_dir}")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        if made_by(out_dir) != "rasterize":
-            raise DemsegError(f"output folder exists and was not made by demseg rasterize: {out_dir} (demseg never "
-                              "replaces such a folder, even with --overwrite: give a new folder)")
+        if not _own_output(out_dir):
+            raise DemsegError(f"output folder exists and holds more than an earlier demseg rasterize output: "
+                              f"{out_dir} (demseg never replaces such a folder, even with --overwrite: give a new "
+                              "folder)")
         if not overwrite:
             raise DemsegError(f"output folder exists: {out_dir} (pass --overwrite to replace it)")
+
+
+def _own_output(out_dir: Path) -> bool:
+    """True when ``out_dir`` holds an earlier rasterize output and nothing else (its manifest lists every file)."""
+    if made_by(out_dir) not in (None, "rasterize"):
+        return False
+    try:
+        listed = set(json.loads((out_dir / MANIFEST).read_text()).get("outputs", []))
+    except (OSError, ValueError, AttributeError):
+        return False
+    present = {entry.name for entry in out_dir.iterdir() if not entry.name.startswith(".demseg")}
+    return bool(listed) and present <= listed | {MANIFEST}
 
 
 def _output_grid(files: list[PointFile], crs, config: RasterizeConfig) -> GridSpec:

@@ -42,7 +42,7 @@ from demseg.models.registry import build_encoder, uses_backbone
 from demseg.runs.config import TrainConfig
 from demseg.runs.manifest import spec_file_hashes, write_manifest
 from demseg.train.loop import CACHE_DTYPES
-from demseg.train.run import mix_arrays, resolve_init, run_inputs, train_model
+from demseg.train.run import mix_arrays, resolve_init, run_inputs, train_model, working_pixel_size
 
 
 class ExperimentConfig(BaseModel):
@@ -161,7 +161,8 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
     """
     out = Path(out)
     # the inputs are checked before the folder is made: bad input leaves no experiment folder behind
-    data = load_split(spec_path, config.tasks, config.base.split_config(), progress)
+    data = load_split(spec_path, config.tasks, config.base.split_config(), progress,
+                      pixel_size_m=working_pixel_size(config.base))
     base = config.base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
     plan = _plan(data, config)
     _refuse_shared_score_specs(config.score_on, data)
@@ -204,7 +205,8 @@ def _remote_run(spec_path: str, config: ExperimentConfig, item: dict, out: str) 
     from demseg.cluster import worker_threads
 
     worker_threads()
-    data = load_split(spec_path, config.tasks, config.base.split_config(), False)
+    data = load_split(spec_path, config.tasks, config.base.split_config(), False,
+                      pixel_size_m=working_pixel_size(config.base))
     base = config.base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
     task = item["task"]
     _run_group(data, config, base, task, item["arm"], [item], Path(out), False,

@@ -68,7 +68,8 @@ def mix_arrays(config: TrainConfig, spec_data: SplitData, progress: bool = False
 
 
 def save_run(out: Path, config: TrainConfig, model: nn.Module, result: FitResult, train_tiles: list[Tile],
-             val_tiles: list[Tile], data: SplitData, mix_ids: list[str] | None = None) -> None:
+             val_tiles: list[Tile], data: SplitData, mix_ids: list[str] | None = None,
+             resampled_to_m: float | None = None) -> None:
     """Write the run folder (weights first, config last, so a config means a complete run)."""
     trainable = trainable_part(model, config)
     with atomic_path(out / "model.safetensors") as tmp:
@@ -91,7 +92,8 @@ def save_run(out: Path, config: TrainConfig, model: nn.Module, result: FitResult
     write_tile_index(data.tiles, out / "tiles.csv")
     write_manifest(out / "manifest.json", config.model_dump(), data.spec,
                    {"train": [t.id for t in train_tiles], "val": [t.id for t in val_tiles],
-                    **({"mix": mix_ids} if mix_ids else {})}, argv=sys.argv)
+                    **({"mix": mix_ids} if mix_ids else {})}, argv=sys.argv,
+                   extra={"resampled_to_m": resampled_to_m})
     write_text_atomic(out / "config.json", config.model_dump_json(indent=2))
 
 
@@ -170,6 +172,13 @@ def train_model(config: TrainConfig, train: TileArrays, val: TileArrays, scorer:
     return model, result
 
 
+def working_pixel_size(config: TrainConfig) -> float | None:
+    """The pixel size the data are resampled to: the config's, else its start's (``--init``), else None (native)."""
+    if config.pixel_size_m is not None or not config.init:
+        return config.pixel_size_m
+    return resolve_init(config).pixel_size_m
+
+
 def run_inputs(spec: DatasetSpec, spec_path, config: TrainConfig) -> list:
     """Every file and folder a training run reads: what its output folder must not be, hold or lie in."""
     from demseg.models.encoders import resolve_model_dir
@@ -196,12 +205,16 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, score
         raise DemsegError(f"nothing to resume: {out} holds no training checkpoint ({CHECKPOINT_FILE})")
     if resume and is_finished_run(out):
         raise DemsegError(f"nothing to resume: {out} holds a finished run")
+    if not resume and not overwrite and (out / CHECKPOINT_FILE).is_file() and not is_finished_run(out):
+        raise DemsegError(f"{out} holds an unfinished run's checkpoint: pass --resume to continue it, or "
+                          "--overwrite to start again")
     config = resolve_init(config)  # a bad start or spec is refused before the output folder is made
     spec = spec_path if isinstance(spec_path, DatasetSpec) else load_spec(Path(spec_path))
     keep = bool(config.checkpoint_every) or resume
     with out_dir(out, overwrite and not resume, finished=is_finished_run, keep=resume, discard_on_error=not keep,
                  command="train", inputs=run_inputs(spec, spec_path, config)) as folder:
-        data = load_split(spec, [config.task], config.split_config(), progress, pixel_size_m=config.pixel_size_m)
+        resampled_to = config.pixel_size_m  # asked for (or the start's): evaluate reads the data alike
+        data = load_split(spec, [config.task], config.split_config(), progress, pixel_size_m=resampled_to)
         config = config.model_copy(update={"pixel_size_m": data.pixel_size_m()})
         train_tiles, val_tiles, train, val = run_arrays(data, config)
         mixed = mix_arrays(config, data, progress)
@@ -210,6 +223,6 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, score
         model, result = train_model(config, train, val, scorer, progress=progress, checkpoint=folder / CHECKPOINT_FILE,
                                     resume=resume)
         save_run(folder, config, model, result, train_tiles, val_tiles, data,
-                 mixed.ids if mixed is not None else [])
+                 mixed.ids if mixed is not None else [], resampled_to_m=resampled_to)
         (folder / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is finished: nothing left to resume
     return {"best_iter": result.best_iter, **result.best_scores, "train_seconds": result.train_seconds}

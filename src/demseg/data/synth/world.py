@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from demseg.data.synth.scene import (
 from demseg.errors import DemsegError
 from demseg.io import GridSpec, VectorLayer, write_geotiff, write_gpkg, write_text_atomic
 from demseg.io.atomic import staging_folder
-from demseg.io.folders import MARKER, check_output_path, made_by
+from demseg.io.folders import MARKER, check_output_path
 
 GENERATOR_VERSION = 3  # 3: rough trees in rows, parks and gardens, a vegetation class, interpolated water
 WORLD_CRS = "EPSG:32631"
@@ -89,9 +90,9 @@ def generate_world(out_dir: str | os.PathLike, scenes: int = 20, size_px: int = 
     if out_dir.exists() and not out_dir.is_dir():
         raise DemsegError(f"output is a file, not a folder: {out_dir}")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not (out_dir / "world.json").is_file() and made_by(out_dir) != "synth":
-            raise DemsegError(f"output folder exists and is not a synthetic world: {out_dir} (demseg never "
-                              "replaces such a folder, even with --overwrite: give a new folder)")
+        if not _is_world(out_dir):
+            raise DemsegError(f"output folder exists and is not a synthetic world, or holds more than one: {out_dir} "
+                              "(demseg never replaces such a folder, even with --overwrite: give a new folder)")
         if not overwrite:
             raise DemsegError(f"a synthetic world exists in {out_dir} (pass --overwrite to replace it)")
     val = _val_indices(seed, scenes, val_fraction)
@@ -114,6 +115,22 @@ def generate_world(out_dir: str | os.PathLike, scenes: int = 20, size_px: int = 
         (staging / MARKER).write_text("synth")
         _publish(staging, out_dir)
     return out_dir / "dataset.yaml"
+
+
+def _is_world(folder: Path) -> bool:
+    """True when ``folder`` holds a world demseg synth made and nothing else (a run or a user's file inside is kept)."""
+    try:
+        params = json.loads((folder / "world.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(params, dict) or params.get("generator") != "demseg.data.synth":
+        return False
+    for entry in folder.iterdir():
+        own = (entry.name in ("dataset.yaml", "world.json") or entry.name.startswith(".demseg")
+               or (entry.is_dir() and re.fullmatch(r"s\d{3,}", entry.name)))
+        if not own:
+            return False
+    return True
 
 
 @contextlib.contextmanager
@@ -160,6 +177,8 @@ def _publish(staging: Path, out_dir: Path) -> None:
     os.replace(out_dir, old)
     os.replace(staging, out_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
 def _dataset_yaml(entries: list[tuple[str, str]], description: str) -> str:
     classes = ", ".join(f"{name}: {code}" for name, code in LABEL_CODES.items())
     lines = ["name: synthetic-world", f"description: {json.dumps(description)}", "scenes:"]
