@@ -246,3 +246,15 @@ def test_train_without_flags_fine_tunes_the_presets_shipped_model_and_a_misfit_t
     assert read_run_config(tmp_path / "wider").init is None
     assert main(["train", str(world), "--quiet", "--init", "none", "--out", str(tmp_path / "scratch")]) == 0
     assert read_run_config(tmp_path / "scratch").init is None
+
+
+def test_class_weighting_none_keeps_plain_cross_entropy(world, tmp_path, monkeypatch):
+    from demseg.train import loop
+
+    def never(*args, **kwargs):
+        raise AssertionError("frequency weights were computed")
+
+    monkeypatch.setattr(loop, "class_weights", never)
+    train_run(world, tiny(iters=2, class_weighting="none"), tmp_path / "plain", SegmentationScorer, progress=False)
+    with pytest.raises(AssertionError, match="frequency weights"):
+        train_run(world, tiny(iters=2), tmp_path / "weighted", SegmentationScorer, progress=False)

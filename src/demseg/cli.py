@@ -38,7 +38,8 @@ TRAIN_GROUPS = {
              "label_noise"],
     "model": ["init", "arch", "recipe", "head_width", "neck_width", "unet_width", "detail_width", "aux_head",
               "auxiliary"],
-    "training": ["iters", "batch_size", "lr", "val_every", "finetune", "layer_decay", "lp_fraction", "views",
+    "training": ["iters", "batch_size", "lr", "class_weighting", "val_every", "finetune", "layer_decay", "lp_fraction",
+                 "views",
                  "crop_px", "coarsen", "mix", "mix_tiles", "mix_share"],
     "compute": ["cached", "backbone_dtype"],
 }

@@ -38,6 +38,10 @@ class TrainConfig(ModelConfig):
                                               "paper's is 3000.")
     batch_size: int = Field(8, gt=0, description="Tiles per step.")
     lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
+    class_weighting: Literal["frequency", "none"] = Field(
+        "frequency", description="Loss weights per class: frequency (inverse frequency in the training pixels, so a "
+                                 "rare class counts as much as a common one) or none (plain cross entropy: keeps "
+                                 "the balance a pre-trained start learnt).")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Linear warm-up share of the iterations.")
     poly_power: float = Field(0.9, gt=0, description="Polynomial decay power after warm-up.")

@@ -210,7 +210,8 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
         raise DemsegError(f"--crop-px {config.crop_px} is larger than the {train.inputs.shape[-1]} px tiles")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    weights = class_weights(train.targets, config.num_classes())
+    weights = (class_weights(train.targets, config.num_classes()) if config.class_weighting == "frequency"
+               else torch.ones(config.num_classes()))
     cached = uses_backbone(config.model) and config.cached and model.backbone.cacheable
     started = time.perf_counter()
     if cached:
