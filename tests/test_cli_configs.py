@@ -93,13 +93,17 @@ def test_cli_help_shows_the_config_defaults_and_descriptions(capsys):
 
 def test_the_recommended_preset_differs_from_the_papers_model_and_says_so_in_help(capsys):
     recommended = parse_configs(["train", "spec.yaml", "--out", "o"])["train"]
-    assert (recommended.model, recommended.mix, recommended.coarsen) == ("unet", "rehearsal", [2, 4])
+    assert (recommended.init, recommended.model, recommended.mix, recommended.iters) == ("buildings", "unet",
+                                                                                       "rehearsal", 60)
     assert recommended.auxiliary == ["vegetation"] and "roughness" in recommended.recipe
+    scratch = parse_configs(["train", "spec.yaml", "--out", "o", "--preset", "scratch"])["train"]
+    assert (scratch.init, scratch.coarsen, scratch.iters) == (None, [2, 4], 300)
     assert parse_configs(["train", "spec.yaml", "--out", "o", "--paper", "--iters", "5"])["train"] == TrainConfig(iters=5)
     with pytest.raises(SystemExit):
         parse_configs(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default recommended: unet; paper: mae-upernet)" in text
+    assert "(default recommended: unet; scratch: unet; paper: mae-upernet)" in text
+    assert "(default recommended: buildings for buildings, none for roads; scratch: none; paper: none)" in text
 
 
 def test_an_experiment_preset_that_differs_between_its_tasks_is_one_line(capsys):

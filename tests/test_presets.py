@@ -30,13 +30,13 @@ def small_rehearsal(tmp_path, monkeypatch):
     return world_cache.named_world_folder("rehearsal")
 
 
-def test_train_without_flags_runs_the_recommended_recipe_and_makes_its_world_once(world, small_rehearsal, tmp_path,
-                                                                                   monkeypatch, capsys):
-    argv = ["train", str(world), "--tile-size-px", str(TILE), "--iters", "2", "--val-every", "2",
-            "--train-tiles", "2", "--unet-width", "4", "--mix-tiles", "2", "--quiet"]
+def test_the_scratch_recipe_rehearses_a_world_made_once_in_the_cache(world, small_rehearsal, tmp_path, monkeypatch,
+                                                                    capsys):
+    argv = ["train", str(world), "--preset", "scratch", "--tile-size-px", str(TILE), "--iters", "2", "--val-every",
+            "2", "--train-tiles", "2", "--unet-width", "4", "--mix-tiles", "2", "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    preset = {k: v for k, v in PRESETS["recommended"]["buildings"].items() if k != "iters"}  # --iters 2 given
+    preset = {k: v for k, v in PRESETS["scratch"]["buildings"].items() if k != "iters"}  # --iters 2 given
     assert {k: config[k] for k in preset} == preset and config["iters"] == 2
     assert small_rehearsal.name.startswith(f"rehearsal-v{GENERATOR_VERSION}-seed1000-")
     params = json.loads((small_rehearsal / "world.json").read_text())
@@ -71,6 +71,7 @@ def test_paper_preset_is_the_configs_own_defaults_and_flags_override_a_preset():
 
     assert preset_config("paper") == TrainConfig()
     assert preset_config("recommended", mix=None).mix is None
+    assert preset_config("recommended", init=None).init is None
     assert preset_config("recommended", task="roads").model == "unet"
     assert preset_config("recommended", task="roads").mix is None  # roads: measured on real road tiles, no rehearsal
 
@@ -78,7 +79,8 @@ def test_paper_preset_is_the_configs_own_defaults_and_flags_override_a_preset():
 def test_a_misspelt_preset_or_mix_name_on_the_cli_is_one_line(world, tmp_path, capsys):
     assert main(["train", str(world), "--preset", "best", "--out", str(tmp_path / "r")]) == 2
     assert "invalid choice" in capsys.readouterr().err
-    code = main(["train", str(world), "--mix", "rehearsals", "--tile-size-px", str(TILE), "--iters", "2",
+    code = main(["train", str(world), "--preset", "scratch", "--mix", "rehearsals", "--tile-size-px", str(TILE),
+                 "--iters", "2",
                  "--train-tiles", "2", "--unet-width", "4", "--out", str(tmp_path / "r2"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "rehearsals" in err

@@ -227,10 +227,11 @@ def _add_train(commands) -> None:
     p = commands.add_parser("train", help="train one model on a dataset spec",
                             description="Train a model on N training tiles of a spec and write a run folder "
                                         "(weights, config, metrics, manifest). Without flags: the recommended "
-                                        "recipe (a UNet that rehearses a synthetic world with trees and "
-                                        "coarser DEMs, the best measured on cities no one tuned on); "
-                                        "--paper: the paper's frozen MAE + UperNet. Flags override the preset; "
-                                        "'none' empties a list or option (--mix none).")
+                                        "recipe, which for buildings fine-tunes demseg's shipped model "
+                                        "'buildings' (pre-trained on several real cities and a synthetic world) "
+                                        "for 60 steps; --preset scratch trains the previous default from "
+                                        "scratch (300 steps); --paper: the paper's frozen MAE + UperNet. Flags "
+                                        "override the preset; 'none' empties a list or option (--mix none).")
     p.add_argument("spec", help="dataset spec (YAML) or folder")
     groups = _train_groups(p)
     groups["model"].add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
@@ -417,12 +418,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_demo(commands) -> None:
-    p = commands.add_parser("demo", help="the main job on the embedded synthetic world (~10 min on 2 cores)",
-                            description="Generate the synthetic DEM world, then train three models for buildings "
-                                        "and roads on 10 tiles: a UNet from scratch, the paper's MAE+UperNet "
-                                        "(shipped DEM-pretrained encoder), and demseg's best pre-trained variant "
-                                        "(the same encoder, a detail path, synthetic pre-training and rehearsal), "
-                                        "and print the IoU table.")
+    p = commands.add_parser("demo", help="the main job on the embedded synthetic world (a few minutes on 2 cores)",
+                            description="Generate a synthetic DEM world, then train on 10 tiles, for buildings and "
+                                        "roads: a UNet from scratch, the paper's MAE+UperNet (shipped "
+                                        "DEM-pretrained encoder) and demseg's default (for buildings: the shipped "
+                                        "model 'buildings' fine-tuned briefly; it is also scored untrained), and "
+                                        "print the IoU table.")
     p.add_argument("-o", "--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--paper", action="store_true",
                    help="the paper's protocol instead: 10/50/200/450 tiles, 3000 iterations, 3 seeds, width 256")

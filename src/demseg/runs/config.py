@@ -53,9 +53,10 @@ class TrainConfig(ModelConfig):
                                                         "backbone on its batch (slower; the same batches)."})
     lp_fraction: float = Field(0.25, ge=0, lt=1, description="With fine-tuning: share of the iterations that train "
                                                              "the head alone before the tuned blocks join (LP-FT).")
-    init: str | None = Field(None, description="Start from a run folder (e.g. trained on the synthetic world): its "
-                                               "head/UNet weights and its backbone; recipe, channels, task and "
-                                               "architecture must match.")
+    init: str | None = Field(None, description="Start from a trained run: a run folder or a shipped model's name "
+                                               "(demseg models; a folder of that name wins): its weights, its "
+                                               "backbone and its pixel size (the data are resampled to it); recipe, "
+                                               "channels, task and architecture must match.")
     mix: str | None = Field(None, description="A second labelled dataset (e.g. a synthetic world from demseg synth) "
                                               "mixed into every batch: the model keeps what it learned there (trees "
                                               "are not buildings, coarse DEMs) while it adapts to the few real tiles. "

@@ -1,20 +1,21 @@
-"""``demseg demo``: the synthetic world, the shipped encoder, and the label-budget table.
+"""``demseg demo``: the synthetic world, the shipped models, and the label-budget table.
 
-Default (about 5 minutes on 2 CPU cores): buildings and roads at 10 training tiles, one seed,
-three models on one validation region:
+Default (a few minutes on 2 CPU cores): buildings and roads at 10 training tiles, one seed, on
+one validation region of held-out synthetic scenes:
 
 - ``unet``: a UNet from scratch (the paper's baseline);
 - ``mae-upernet``: the paper's model, a frozen MAE ViT (the shipped ``dem-tiny`` encoder) + UperNet;
 - ``demseg default``: what ``demseg train`` trains when no flag says otherwise (the ``recommended``
-  preset, :mod:`demseg.train.presets`): for buildings a UNet on relief + slope + roughness with
-  coarsened copies of every tile, a vegetation output, and a synthetic world rehearsed in half of
-  every batch (here the first scenes of the preset's own rehearsal world). For roads the default
-  is a UNet on relief + slope, the ``unet`` column's recipe, so it gets no run of its own.
+  preset, :mod:`demseg.train.presets`): for buildings the shipped model ``buildings`` fine-tuned
+  on the preset's own short schedule, rehearsing a synthetic world in half of every batch (here
+  the first scenes of the demo's rehearsal world), and the same shipped model scored untrained
+  (0 tiles). For roads the default is a UNet on relief + slope, the ``unet`` column's recipe, so
+  it gets no run of its own.
 
-Every UNet trains on random crops (``DEMO_CROP_PX``) of its tiles, which makes a step about 3x
-cheaper on a CPU; validation sees whole tiles. ``--paper`` runs the paper's protocol instead
-(10/50/200/450 tiles, 3000 iterations, batch 8, 3 seeds, head width 256, UNet width 32, whole
-tiles): hours on a CPU, meant for a GPU or patience.
+The reference UNets train on random crops (``DEMO_CROP_PX``) of their tiles, which makes a step
+about 3x cheaper on a CPU; validation sees whole tiles. ``--paper`` runs the paper's protocol
+instead (10/50/200/450 tiles, 3000 iterations, batch 8, 3 seeds, head width 256, UNet width 32,
+whole tiles): hours on a CPU, meant for a GPU or patience.
 """
 
 from __future__ import annotations

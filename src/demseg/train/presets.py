@@ -2,20 +2,20 @@
 
 :class:`~demseg.runs.config.TrainConfig`'s own defaults are the paper's model (a frozen MAE ViT +
 UperNet, CPU-sized); a preset is a small set of field values laid over them, and every flag the
-user gives is laid over the preset. ``demseg train`` starts from ``recommended``, the best recipe
-measured on cities no one tuned on (README, "Results"):
+user gives is laid over the preset. ``demseg train`` starts from ``recommended``:
 
-- buildings: a UNet on relief + slope + roughness, trained also on 2x and 4x coarser versions of
-  every tile, rehearsing the synthetic world ``rehearsal`` (generated once into the cache) in half of
-  every batch, with vegetation as an extra output where labels have it. Chosen on France and
-  Seville, reported on Washington DC and the route-planning block with 5 seeds: pooled IoU 58.8
-  against 49.7 for the plain UNet (issue 16). 300 iterations: 100 (tried in issue 18 for speed)
-  cost 2.2 ± 0.7 points at home and 11.5 on France, a tree-heavy selection city (19.5, 14.5 and
-  0.5 by seed; README, "The default recipe and its speed").
-- roads: a UNet on relief + slope, the best measured on real road tiles (route-planning block,
-  spatially held-apart validation: 59.1 at 10 tiles against 52.8 for mae-detail; issue 17).
+- buildings: fine-tune the shipped model ``buildings`` (a UNet pre-trained on every labelled real
+  city of demseg's shared data and a synthetic world with trees, at 0.5, 1 and 2 m) for 60 steps
+  at learning rate 3e-4, rehearsing the synthetic world in half of every batch; the data are
+  resampled to the model's 0.5 m. Chosen on the France fold of the leave-one-city-out benchmark
+  (a start pre-trained without France, fine-tuned on 10 French tiles) and reported on the
+  Amsterdam fold: docs/results/loco/README.md.
+- roads: a UNet on relief + slope from scratch, the best measured on real road tiles (issue 17).
 
-``paper`` keeps the paper's model (``TrainConfig``'s defaults), as ``--paper`` does.
+``scratch`` is the buildings recipe that was the default before (300 steps of a UNet from scratch
+on relief + slope + roughness, coarsened copies, rehearsal, a vegetation output; issue 16);
+``paper`` keeps the paper's model (``TrainConfig``'s defaults), as ``--paper`` does. A preset's
+shipped start is kept only where the user's flags fit it (:func:`laid_over`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from demseg.runs.config import TrainConfig
 
 PRESETS: dict[str, dict[str, dict]] = {
     "recommended": {
-        "buildings": {"model": "unet", "recipe": "relief+slope+roughness", "coarsen": [2, 4], "mix": "rehearsal",
-                      "auxiliary": ["vegetation"]},
+        "buildings": {"init": "buildings", "model": "unet", "recipe": "relief+slope+roughness",
+                      "auxiliary": ["vegetation"], "mix": "rehearsal", "mix_share": 0.5, "iters": 60, "val_every": 60,
+                      "lr": 3e-4},
         "roads": {"model": "unet", "recipe": "relief+slope"},
     },
     "scratch": {
