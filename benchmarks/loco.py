@@ -40,7 +40,7 @@ from demseg.runs.folder import load_run
 
 DEMSEG = str(Path(sys.executable).with_name("demseg"))
 COLUMNS = ["fold", "arm", "seed", "iou", "tp", "fp", "fn", "raised_fp", "raised_negatives", "raised_fp_rate",
-           "seconds", "val_tiles", "command"]
+           "seconds", "val_tiles", "elsewhere_iou", "elsewhere_raised_fp_rate", "command"]
 
 
 def parse_fold(text: str) -> tuple[str, str, str]:
@@ -69,8 +69,21 @@ def score(run: str, spec: str, pixel_size_m: float, adapt_bn: bool = False) -> d
     return {**score_tiles(model, config, data, tiles, config.task), "val_tiles": len(tiles)}
 
 
+def score_elsewhere(run: str, spec: str) -> dict:
+    """Scores of a run on every labelled pixel of a city it never saw (windows blended as predict does)."""
+    from demseg.evaluate.scenes import scene_windows, score_windows
+    from demseg.models.inference import predict_images
+
+    model, config = load_run(run)
+    windows = scene_windows(spec, config.task, config)
+    probabilities = predict_images(model, windows.arrays.inputs, config.use_amp(), probabilities=True)
+    scores = score_windows(probabilities, windows, config.task, config.pixel_size_m)
+    return {f"elsewhere_{key}": scores[key] for key in ("iou", "tp", "fp", "fn", "raised_fp", "raised_negatives",
+                                                         "raised_fp_rate")}
+
+
 def run_arm(out: Path, fold: str, spec: str, start: str, arm: str, flags: str, seed: int, pixel_size_m: float,
-            tiles: int) -> dict:
+            tiles: int, elsewhere: str | None = None) -> dict:
     folder = out / "runs" / fold / arm / f"seed{seed}"
     record_path = folder.with_suffix(".json")
     if record_path.exists():
@@ -87,7 +100,7 @@ def run_arm(out: Path, fold: str, spec: str, start: str, arm: str, flags: str, s
         subprocess.run(argv, check=True)
         seconds, run = time.perf_counter() - began, str(folder)
     record = {"fold": fold, "arm": arm, "seed": seed, "seconds": seconds, "command": command,
-              **score(run, spec, pixel_size_m, adapt_bn)}
+              **score(run, spec, pixel_size_m, adapt_bn), **(score_elsewhere(run, elsewhere) if elsewhere else {})}
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1, default=float))
     return record
@@ -138,6 +151,18 @@ def summary(rows: list[dict], arms: list[str], title: str) -> str:
                 cells.append(_cell([v[metric] for (a, _), v in sorted(pool.items()) if a == arm]))
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
+    if any("elsewhere_iou" in r for r in rows):
+        lines += ["## Scored on the city none of them saw (every labelled pixel), %", "",
+                  "| arm | " + " | ".join(f"{fold}: IoU | {fold}: raised FP" for fold in folds) + " |",
+                  "|---" * (2 * len(folds) + 1) + "|"]
+        for arm in arms:
+            cells = []
+            for fold in folds:
+                for key in ("elsewhere_iou", "elsewhere_raised_fp_rate"):
+                    cells.append(_cell([float(r[key]) for r in rows if r["arm"] == arm and r["fold"] == fold
+                                        and r.get(key) not in (None, "")]))
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["## Paired differences (IoU points; same seed, same tiles)", "",
               "| arm minus reference | " + " | ".join(folds) + " | pooled |", "|---" * (len(folds) + 2) + "|"]
     for reference in arms:
@@ -174,6 +199,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tiles", type=int, default=10)
     parser.add_argument("--pixel-size-m", type=float, default=0.5)
+    parser.add_argument("--elsewhere", help="SPEC of a city neither the start nor the runs ever saw: every run is "
+                                            "also scored on all its labelled pixels (columns elsewhere_*)")
     parser.add_argument("--title", default="Leave one city out")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -183,7 +210,8 @@ def main() -> None:
         for arm, flags in arms:
             zero_shot = not [part for part in flags.split() if part != "--adapt-bn"]
             for seed in ([0] if zero_shot else range(args.seeds)):
-                rows.append(run_arm(args.out, fold, spec, start, arm, flags, seed, args.pixel_size_m, args.tiles))
+                rows.append(run_arm(args.out, fold, spec, start, arm, flags, seed, args.pixel_size_m, args.tiles,
+                                    args.elsewhere))
                 print(f"{fold} {arm} seed {seed}: iou {rows[-1]['iou']:.3f} raised fp "
                       f"{rows[-1]['raised_fp_rate']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
