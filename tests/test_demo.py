@@ -24,22 +24,31 @@ def test_the_demo_compares_the_unet_the_papers_model_and_demsegs_default_on_both
         preset = preset_config(task=task)
         assert default.tasks == [task] and default.models == [preset.model]
         assert default.train_tiles == reference.train_tiles and default.seeds == reference.seeds
-        # the preset's recipe, on the demo's schedule; its rehearsal world is the demo's small copy
-        kept = {"iters", "val_every", "mix", "mix_tiles", "crop_px"}
+        # the preset itself: a shipped start fine-tuned on its own schedule; its rehearsal world is the demo's copy
+        kept = {"mix", "mix_tiles"}
         assert {k: v for k, v in default.base.model_dump().items() if k not in kept} == \
             {k: v for k, v in preset.model_dump().items() if k not in kept}
-        assert default.base.iters == reference.base.iters and default.base.crop_px == DEMO_CROP_PX
+        assert default.base.init and default.base.iters == preset.iters < reference.base.iters
         assert default.base.mix == ("mix/dataset.yaml" if preset.mix else None)
-    assert configs["default_buildings"].base.mix and configs["default_buildings"].base.coarsen
+    assert configs["default_buildings"].base.mix
     assert MIX_SEED != 0  # the rehearsal world is never the demo world
-    assert "coarsened copies x2,4" in describe(configs["default_buildings"].base)
+    words = describe(configs["default_buildings"].base)
+    assert "the shipped model 'buildings'" in words and "fine-tuned for 60 iterations" in words
+
+
+def test_a_default_without_a_shipped_start_trains_on_the_demos_schedule():
+    base = demo_configs(paper=False, mix_spec="m.yaml")["reference"].base
+    scratch = default_config("roads", base, "m.yaml")
+    assert not scratch.init and scratch.iters == base.iters and scratch.crop_px == DEMO_CROP_PX
 
 
 def test_the_paper_protocol_trains_on_whole_tiles_with_the_papers_schedule():
     configs = demo_configs(paper=True, mix_spec="m.yaml")
     for config in configs.values():
-        assert config.base.crop_px is None and config.base.iters == 3000 and config.seeds == 3
-        assert config.train_tiles == [10, 50, 200, 450]
+        assert config.seeds == 3 and config.train_tiles == [10, 50, 200, 450]
+        if not config.base.init:  # a shipped start keeps its own fine-tuning schedule
+            assert config.base.crop_px is None and config.base.iters == 3000
+    assert configs["reference"].base.iters == 3000
 
 
 def test_a_default_that_adds_to_the_reference_unet_gets_its_own_run():

@@ -320,7 +320,7 @@ def test_overwrite_replaces_an_earlier_rasterize_output_and_never_a_users_folder
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "old.txt").write_text("old")
     for overwrite in (False, True):
-        with pytest.raises(DemsegError, match="not made by demseg rasterize"):
+        with pytest.raises(DemsegError, match="holds more than an earlier demseg rasterize output"):
             rasterize([laz], RasterizeConfig(pixel_size_m=2.0), tmp_path / "mine", overwrite=overwrite,
                       progress=False)
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["old.txt"]  # refused: left as it was
