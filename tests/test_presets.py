@@ -85,3 +85,20 @@ def test_a_misspelt_preset_or_mix_name_on_the_cli_is_one_line(world, tmp_path, c
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "rehearsals" in err
     assert not (tmp_path / "r2" / "config.json").exists()
+
+
+def test_a_vit_model_on_the_default_preset_trains_from_scratch_on_its_encoders_recipe(world, small_rehearsal,
+                                                                                       tmp_path, caplog):
+    config = preset_config(model="mae-detail")
+    scratch = preset_config("scratch")
+    assert config.init is None and config.recipe == "relief+slope"  # what the shipped dem-tiny encoder reads
+    assert (config.iters, config.lr, config.coarsen) == (scratch.iters, scratch.lr, scratch.coarsen)
+    assert "training from scratch on the 'scratch' preset's schedule" in caplog.text
+    assert preset_config(model="mae-detail", recipe="relief").recipe == "relief"  # a chosen recipe is kept
+    assert preset_config(model="mae-detail", backbone_weights="random").recipe == scratch.recipe
+    argv = ["train", str(world), "--model", "mae-detail", "--arch", "tiny", "--tile-size-px", str(TILE), "--iters",
+            "2", "--val-every", "2", "--train-tiles", "2", "--mix-tiles", "2", "--coarsen", "none", "--quiet",
+            "--out", str(tmp_path / "vit")]
+    assert main(argv) == 0
+    made = json.loads((tmp_path / "vit" / "config.json").read_text())
+    assert (made["model"], made["recipe"], made["init"]) == ("mae-detail", "relief+slope", None)

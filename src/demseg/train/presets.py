@@ -38,6 +38,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "paper": {"buildings": {}, "roads": {}},
 }
 DEFAULT_PRESET = "recommended"
+SCRATCH_PRESET = "scratch"  # where a preset's shipped start does not fit the user's flags
 
 
 def preset_values(name: str, task: str) -> dict:
@@ -55,7 +56,7 @@ def laid_over(name: str, task: str, given: dict) -> dict:
     starts from scratch and a log line says why, instead of an --init error for a flag the user
     never gave.
     """
-    values = {**preset_values(name, task), **given}
+    values = _following_encoder({**preset_values(name, task), **given}, given)
     start = preset_values(name, task).get("init")
     if start and "init" not in given:
         try:
@@ -66,9 +67,26 @@ def laid_over(name: str, task: str, given: dict) -> dict:
         if misfit:
             import logging
 
-            logging.getLogger("demseg").warning("not starting from the shipped model %r (it is a %s); training "
-                                                "from scratch: pass --init none to say so", start, misfit)
-            values["init"] = None
+            logging.getLogger("demseg").warning(
+                "not starting from the shipped model %r (it is a %s); training from scratch on the %r preset's "
+                "schedule: pass --init none to say so", start, misfit, SCRATCH_PRESET)
+            values = _following_encoder({**preset_values(SCRATCH_PRESET, task), **given, "init": None}, given)
+    return values
+
+
+def _following_encoder(values: dict, given: dict) -> dict:
+    """``values`` with the recipe a ViT model's shipped encoder was pre-trained on, unless the user chose one.
+
+    A preset's recipe is made for its own model; ``--model mae-detail`` on it takes the recipe its
+    encoder reads (e.g. ``dem-tiny``: relief+slope) instead of failing on a channel count.
+    """
+    from demseg.models.encoders import SHIPPED_ENCODERS
+    from demseg.models.registry import MODELS
+
+    model = values.get("model", TrainConfig.model_fields["model"].default)
+    weights = values.get("backbone_weights", TrainConfig.model_fields["backbone_weights"].default)
+    if model in MODELS and MODELS[model].backbone and "recipe" not in given and weights in SHIPPED_ENCODERS:
+        values = {**values, "recipe": SHIPPED_ENCODERS[weights].recipe}
     return values
 
 
