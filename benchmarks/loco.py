@@ -189,6 +189,41 @@ def summary(rows: list[dict], arms: list[str], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(rows: list[dict], arms: list[str], path: Path, title: str) -> None:
+    """IoU and raised false-positive rate per arm and fold (mean, 95 % CI; dots: seeds), and seconds per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds = sorted({r["fold"] for r in rows})
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    width = 0.8 / max(len(folds), 1)
+    for panel, (metric, label, scale) in zip(axes, (("iou", "IoU of buildings, %", 100.0),
+                                                    ("raised_fp_rate", "raised non-buildings marked, % (lower is "
+                                                                       "better)", 100.0),
+                                                    ("seconds", "seconds per demseg train run", 1.0))):
+        for k, fold in enumerate(folds):
+            xs, means, halves = [], [], []
+            for i, arm in enumerate(arms):
+                values = [float(r[metric]) * scale for r in rows if r["arm"] == arm and r["fold"] == fold]
+                if not values:
+                    continue
+                mean, half = mean_ci95(values) if len(values) > 1 else (values[0], 0.0)
+                x = i + (k - (len(folds) - 1) / 2) * width
+                xs.append(x), means.append(mean), halves.append(half)
+                panel.scatter([x] * len(values), values, s=8, color="black", zorder=3)
+            panel.bar(xs, means, width * 0.9, yerr=halves, capsize=3, label=fold, alpha=0.75)
+        panel.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
+        panel.set_title(label, fontsize=10)
+        panel.grid(axis="y", alpha=0.3)
+    axes[0].legend(title="left-out city")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fold", action="append", required=True, type=parse_fold,
@@ -221,6 +256,7 @@ def main() -> None:
         writer.writerows(rows)
     text = summary(rows, [a for a, _ in arms], args.title)
     (args.out / "summary.md").write_text(text)
+    plot(rows, [a for a, _ in arms], args.out / "loco.png", args.title)
     print(text)
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from demseg.data.synth import generate_world
+from demseg.errors import DemsegError
 from demseg.evaluate.report import summary_table
 from demseg.runs.config import TrainConfig
 from demseg.train.experiment import ExperimentConfig, run_experiment
@@ -111,6 +112,10 @@ def zero_shot_row(start: str, spec: Path, base: TrainConfig) -> dict:
             "backbone_weights": "-", "train_tiles": 0, "seed": 0, **scores}
 
 
+def _article(config: TrainConfig) -> str:
+    return "" if config.init else "a "
+
+
 def _world(folder: Path, scenes: int, seed: int, progress: bool) -> Path:
     spec, done = folder / "dataset.yaml", folder / "world.json"
     if not (spec.exists() and done.exists() and all(json.loads(done.read_text()).get(k) == v
@@ -119,9 +124,38 @@ def _world(folder: Path, scenes: int, seed: int, progress: bool) -> Path:
     return spec
 
 
+# what a demo folder holds: its worlds and experiments, with and without --paper
+DEMO_ENTRIES = {f"{name}{suffix}" for name in ("world", "reference", "default_buildings", "default_roads")
+                for suffix in ("", "_paper")} | {"world_mix"}
+
+
+def _demo_folder(out: str | Path) -> Path:
+    """``out`` if it is new, empty or an earlier demo's folder (which the demo resumes); anything else is refused."""
+    from demseg.io.folders import MARKER, check_output_path, made_by
+
+    check_output_path(out)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DemsegError(f"output path exists and is not a folder: {out}")
+    held = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith(".demseg")) if out.is_dir() else []
+    maker = made_by(out) if out.is_dir() else None
+    if held and (maker not in (None, "", "demo") or not set(held) <= DEMO_ENTRIES):
+        what = f"the output of `demseg {maker}`" if maker else f"files the demo did not write ({held[0]}, ...)"
+        raise DemsegError(f"output folder {out} holds {what}; the demo writes only into a new folder or an earlier "
+                          "demo's (which it resumes): give another -o")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("demo")
+    except OSError as exc:
+        from demseg.io.folders import os_error_message
+
+        raise DemsegError(os_error_message(exc, f"the output folder {out}")) from exc
+    return out
+
+
 def run_demo(out: str | Path = "demo_out", paper: bool = False, progress: bool = True) -> str:
     """Generate (or reuse) the worlds, run (or resume) the protocol, and return the printed report."""
-    out = Path(out)
+    out = _demo_folder(out)
     started = time.perf_counter()
     scenes = PAPER_SCENES if paper else DEMO_SCENES
     spec = _world(out / ("world_paper" if paper else "world"), scenes, 0, progress)
@@ -148,11 +182,12 @@ def run_demo(out: str | Path = "demo_out", paper: bool = False, progress: bool =
         f"unet: from scratch, width {base.unet_width}. mae-upernet (paper): frozen ViT-{base.arch} 'dem-tiny' "
         f"(DEM-pretrained, shipped) + UperNet, head width {base.head_width}.",
         f"{DEFAULT}: what `demseg train` trains by default (preset '{DEFAULT_PRESET}'): "
-        + "; ".join(f"for {task} a {describe(configs[f'default_{task}'].base)}" if f"default_{task}" in configs
+        + "; ".join(f"for {task} {_article(configs[f'default_{task}'].base)}{describe(configs[f'default_{task}'].base)}"
+                    if f"default_{task}" in configs
                     else f"for {task} the unet's recipe (its own run at width "
                          f"{default_config(task, base, str(mix)).unet_width} is not repeated here)"
                     for task in ("buildings", "roads")) + ".",
-        f"{base.iters} iterations, batch {base.batch_size}{crops}, best validation IoU"
+        f"unet and mae-upernet: {base.iters} iterations, batch {base.batch_size}{crops}, best validation IoU"
         + ("; a CPU-sized run, not the paper's protocol (use --paper for that)" if not paper else
            f"; the paper's protocol, {reference.seeds} seeds per cell"),
         "",
