@@ -202,7 +202,7 @@ def plot(rows: list[dict], arms: list[str], path: Path, title: str) -> None:
     for panel, (metric, label, scale) in zip(axes, (("iou", "IoU of buildings, %", 100.0),
                                                     ("raised_fp_rate", "raised non-buildings marked, % (lower is "
                                                                        "better)", 100.0),
-                                                    ("seconds", "seconds per demseg train run", 1.0))):
+                                                    ("seconds", "seconds per demseg train run", 1.0)), strict=True):
         for k, fold in enumerate(folds):
             xs, means, halves = [], [], []
             for i, arm in enumerate(arms):

@@ -225,7 +225,7 @@ def test_adabn_reestimates_batchnorm_statistics_on_the_new_data_and_keeps_the_we
 
 def test_the_recommended_preset_starts_from_a_shipped_model_it_fits():
     from demseg.models.encoders import SHIPPED_MODELS
-    from demseg.train.presets import PRESETS, preset_config, start_misfit
+    from demseg.train.presets import preset_config, start_misfit
 
     config = preset_config("recommended", task="buildings")
     assert config.init in SHIPPED_MODELS and start_misfit(config.init, config) == ""
@@ -236,14 +236,17 @@ def test_train_without_flags_fine_tunes_the_presets_shipped_model_and_a_misfit_t
     from demseg.runs.folder import read_run_config
     from demseg.train.presets import PRESETS
 
-    monkeypatch.setitem(PRESETS["recommended"], "buildings", {
-        "init": "tiny", "model": "unet", "recipe": "relief+slope", "unet_width": 4, "tile_size_px": TILE,
-        "iters": 2, "val_every": 2, "lr": 3e-4, "batch_size": 2, "views": 2, "val_tiles": 4, "train_tiles": 4})
+    small = {"model": "unet", "recipe": "relief+slope", "unet_width": 4, "tile_size_px": TILE, "batch_size": 2,
+             "views": 2, "val_tiles": 4, "train_tiles": 4}
+    monkeypatch.setitem(PRESETS["recommended"], "buildings", {**small, "init": "tiny", "iters": 2, "val_every": 2,
+                                                              "lr": 3e-4})
+    monkeypatch.setitem(PRESETS["scratch"], "buildings", {**small, "iters": 3, "val_every": 3})
     assert main(["train", str(world), "--quiet", "--out", str(tmp_path / "default")]) == 0
     assert read_run_config(tmp_path / "default").init == "tiny"
     assert main(["train", str(world), "--quiet", "--unet-width", "8", "--out", str(tmp_path / "wider")]) == 0
     assert "not starting from the shipped model 'tiny'" in capsys.readouterr().err
-    assert read_run_config(tmp_path / "wider").init is None
+    wider = read_run_config(tmp_path / "wider")
+    assert wider.init is None and (wider.iters, wider.lr) == (3, 1e-3)  # from scratch: the scratch preset's schedule
     assert main(["train", str(world), "--quiet", "--init", "none", "--out", str(tmp_path / "scratch")]) == 0
     assert read_run_config(tmp_path / "scratch").init is None
 

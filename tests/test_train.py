@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,9 +110,11 @@ def test_unet_trains_and_evaluates_on_the_validation_scenes(world, tmp_path, cap
     code = main(["evaluate", str(tmp_path / "u"), str(world), "--quiet"])
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert code == 0 and out.startswith("iou=") and "f1=" in out and "precision=" in out and "recall=" in out
-    metrics = json.loads((tmp_path / "u" / "evaluations" / "synthetic-world" / "metrics.json").read_text())
+    (folder,) = (tmp_path / "u" / "evaluations").glob("synthetic-world-*")  # the spec's name and path hash
+    assert out.endswith(str(folder))
+    metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["validation"] == "the run's own validation tiles" and metrics["val_tiles"] > 0
-    assert (tmp_path / "u" / "evaluations" / "synthetic-world" / "preview.png").exists()
+    assert (folder / "preview.png").exists()
 
 
 @pytest.mark.parametrize("argv, pattern", [
@@ -219,7 +222,7 @@ def test_a_run_trained_on_resampled_data_is_scored_on_its_own_validation_tiles_r
     recorded = json.loads((tmp_path / "u" / "manifest.json").read_text())["tiles"]["val"]
     assert json.loads((tmp_path / "u" / "config.json").read_text())["pixel_size_m"] == 1.0
     scores = evaluate_run(tmp_path / "u", world, progress=False)
-    scored = json.loads((tmp_path / "u" / "evaluations" / "synthetic-world" / "metrics.json").read_text())["tile_ids"]
+    scored = json.loads((Path(scores["out"]) / "metrics.json").read_text())["tile_ids"]
     assert scores["val_tiles"] == len(recorded) and sorted(scored) == sorted(recorded)
 
 

@@ -274,6 +274,9 @@ def _train_configs(args: argparse.Namespace) -> dict:
     config = make_config(TrainConfig, laid_over(args.preset, task, given))
     if config.crop_px and uses_backbone(config.model):
         raise DemsegError(f"--crop-px is for the unet; {config.model} trains on whole tiles")
+    if config.finetune != "none" and not uses_backbone(config.model):
+        raise DemsegError(f"--finetune {config.finetune} fine-tunes a ViT backbone (mae-upernet, mae-detail); "
+                          f"{config.model} has none: leave --finetune out, or choose a --model with a backbone")
     return {"train": config}
 
 
@@ -296,8 +299,9 @@ def _add_evaluate(commands) -> None:
     p.add_argument("run", help="run folder made by demseg train, or a shipped model's name (demseg models)")
     p.add_argument("spec", help="dataset spec (YAML) or folder")
     p.add_argument("--task", choices=["buildings", "roads"], help="task (default: the run's)")
-    p.add_argument("-o", "--out", help="folder for metrics.json and preview.png (default RUN/evaluations/<spec name>; "
-                                 "needed for a shipped model)")
+    p.add_argument("-o", "--out", help="folder for metrics.json and preview.png (default RUN/evaluations/<spec "
+                                       "name>-<8 hex of the spec's path>; needed for a shipped model or a run "
+                                       "folder that cannot be written)")
     p.add_argument("--allow-resolution-mismatch", action="store_true",
                    help="score data whose pixel size is more than 10%% off the run's (default: refuse)")
     p.add_argument("--resample", action="store_true",
@@ -314,7 +318,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                           allow_resolution_mismatch=args.allow_resolution_mismatch, resample=args.resample,
                           out=args.out)
     print(f"iou={scores['iou']:.3f} f1={scores['f1']:.3f} precision={scores['precision']:.3f} "
-          f"recall={scores['recall']:.3f}  ({scores['val_tiles']} {'windows' if args.resample else 'tiles'})")
+          f"recall={scores['recall']:.3f}  ({scores['val_tiles']} {'windows' if args.resample else 'tiles'}): "
+          f"{scores['out']}")
     return 0
 
 
@@ -378,7 +383,13 @@ def _experiment_configs(args: argparse.Namespace) -> dict:
             recipe["init"] = None
         given = {**recipe, **given}
     base = make_config(TrainConfig, given)
-    return {"experiment": make_config(ExperimentConfig, {**grid, "base": base})}
+    experiment = make_config(ExperimentConfig, {**grid, "base": base})
+    from demseg.models.registry import uses_backbone
+
+    if base.finetune != "none" and not any(uses_backbone(model) for model in experiment.models):
+        raise DemsegError(f"--finetune {base.finetune} fine-tunes a ViT backbone (mae-upernet, mae-detail); none "
+                          f"of --models {','.join(experiment.models)} has one: leave --finetune out")
+    return {"experiment": experiment}
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
@@ -401,7 +412,8 @@ def _add_report(commands) -> None:
                                         "seed) and curves.png.")
     p.add_argument("experiments", nargs="+", help="experiment folders")
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--reference", default="unet", help="model label the others are compared with (default unet)")
+    p.add_argument("--reference", help="model label the others are compared with, one the experiments ran "
+                                       "(default unet, where they ran one)")
     p.add_argument("--title", default="demseg experiments", help="title of summary.md")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     _chatter(p, progress=False)
@@ -667,6 +679,17 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError about a path (a name too long, a folder that cannot be read or written)."""
+    import errno
+
+    reason = exc.strerror or type(exc).__name__
+    names = " -> ".join(str(name) for name in (exc.filename, getattr(exc, "filename2", None)) if name is not None)
+    if exc.errno == errno.ENAMETOOLONG:
+        reason += " (a file or folder name is longer than the file system allows, usually 255 bytes)"
+    return f"{reason}: {names}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad input)."""
     try:
@@ -677,6 +700,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except DemsegError as exc:
         print(f"demseg: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if getattr(exc, "filename", None) is None:
+            raise  # not about a path the user gave: a bug, keep its traceback
+        print(f"demseg: error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("demseg: interrupted", file=sys.stderr)

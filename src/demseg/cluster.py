@@ -16,12 +16,19 @@ import torch
 from demseg.errors import DemsegError
 
 
-def dask_client(workers: int, scheduler: str | None, timeout_s: float = 30.0):
-    """(client, local cluster or None): the cluster at ``scheduler``, else ``workers`` local processes."""
+def require_dask() -> None:
+    """One clear error naming the install command where dask's distributed scheduler is not installed."""
     try:
-        from dask.distributed import Client, LocalCluster
+        import dask.distributed  # noqa: F401
     except ImportError as exc:
         raise DemsegError("several workers or a scheduler need dask: pip install 'demseg[dask]'") from exc
+
+
+def dask_client(workers: int, scheduler: str | None, timeout_s: float = 30.0):
+    """(client, local cluster or None): the cluster at ``scheduler``, else ``workers`` local processes."""
+    require_dask()
+    from dask.distributed import Client, LocalCluster
+
     if scheduler:
         return connect(Client, scheduler, timeout_s), None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,

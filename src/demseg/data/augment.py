@@ -25,6 +25,15 @@ def dihedral_inverse(x: torch.Tensor, view: int) -> torch.Tensor:
     return x
 
 
+def coarsen_within(factors: list[int], tile_size_px: int | None) -> list[int]:
+    """``--coarsen`` factors, each at most half the tile (a coarser copy shows at least 2 x 2 of its pixels)."""
+    too_large = [factor for factor in factors if tile_size_px is not None and factor > tile_size_px // 2]
+    if too_large:
+        raise ValueError(f"each factor must be at most half the tile size ({tile_size_px // 2} for "
+                         f"{tile_size_px} px tiles), got {too_large[0]}")
+    return factors
+
+
 def coarsened(values: np.ndarray, valid: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
     """``values`` as a DEM of ``factor`` x the pixel size would record them, back on the same grid.
 

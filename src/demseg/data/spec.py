@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from demseg.errors import DemsegError
 
@@ -73,7 +74,31 @@ class LabelSpec(BaseModel):
             raise ValueError(f"unknown class name(s) {unknown}; known: {list(TASKS) + list(AUXILIARY_CLASSES)}")
         if any(isinstance(codes, list) and not codes for codes in value.values()):
             raise ValueError("a class needs at least one code")
+        owner: dict[int, str] = {}
+        for name, codes in value.items():
+            for code in codes if isinstance(codes, list) else [codes]:
+                if not 0 <= code <= 255:
+                    raise ValueError(f"class code {name}: {code} is outside 0..255, the codes a label raster may use")
+                if owner.get(code, name) != name:
+                    raise ValueError(f"code {code} is given to both {owner[code]} and {name}: a pixel has one class")
+                owner[code] = name
         return value
+
+    @field_validator("ignore")
+    @classmethod
+    def _ignore_in_range(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= 255:
+            raise ValueError(f"ignore code {value} is outside 0..255, the codes a label raster may use")
+        return value
+
+    @model_validator(mode="after")
+    def _ignore_is_no_class(self) -> LabelSpec:
+        if self.ignore is not None and self.raster:
+            named = sorted(name for name in self.classes if self.ignore in self.codes(name))
+            if named:
+                raise ValueError(f"ignore code {self.ignore} is also the code of {named[0]}: its pixels cannot be "
+                                 "both unknown and a class; set ignore to the code of unlabelled pixels (or null)")
+        return self
 
     def codes(self, name: str) -> list[int]:
         """The raster codes that make class ``name``."""
@@ -202,6 +227,8 @@ def _spec_from_yaml(path: Path) -> DatasetSpec:
         raw = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DemsegError(f"dataset spec {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    except OSError as exc:
+        raise DemsegError(f"cannot read the dataset spec {path}: {exc.strerror or exc}") from exc
     if not isinstance(raw, dict):
         raise DemsegError(f"dataset spec {path} must be a mapping with a 'scenes' list")
     raw = dict(raw)
@@ -250,6 +277,11 @@ def _spec_from_folder(folder: Path) -> DatasetSpec:
         vectors = {task: str(p.resolve()) for task, p in vectors.items() if p is not None}
         if vectors and not raster:
             labels["vector"] = vectors
+        elif vectors:
+            names = ", ".join(Path(path).name for path in vectors.values())
+            warnings.warn(f"scene '{scene_dir.name}' of folder {folder}: its labels come from {raster.name}; "
+                          f"{names} beside it {'is' if len(vectors) == 1 else 'are'} not read (write a "
+                          "dataset.yaml naming both to use them)", stacklevel=3)
         if labels:
             entry["labels"] = labels
         scenes.append(entry)

@@ -65,6 +65,8 @@ def linear_probe(spec_path: str | Path, weights: list[str], config: TrainConfig 
     :func:`demseg.data.dataset.load_split`); its ``backbone_weights`` is replaced by each of ``weights``.
     """
     config = config or TrainConfig()
+    # every weights name is loaded (and a bad one refused) before the first probe runs
+    backbones = [build_encoder(config.model_copy(update={"backbone_weights": weight})) for weight in weights]
     data = load_split(spec_path, [config.task], config.split_config(), progress)
     splits = {name: eligible_tiles(data.tiles, name, config.task, config.min_labelled_fraction)
               for name in ("train", "val")}
@@ -73,8 +75,8 @@ def linear_probe(spec_path: str | Path, weights: list[str], config: TrainConfig 
         raise DemsegError(f"the split of {spec_path} leaves no {' or '.join(empty)} tile labelled for "
                           f"{config.task} (val tiles asked: {config.val_tiles})")
     arrays = {name: tile_arrays(data.scenes, tiles, config.task, config.recipe) for name, tiles in splits.items()}
-    return [_probe_one(build_encoder(config.model_copy(update={"backbone_weights": weight})), arrays, weight,
-                       config.arch) for weight in weights]
+    return [_probe_one(backbone, arrays, weight, config.arch) for backbone, weight in zip(backbones, weights,
+                                                                                          strict=True)]
 
 
 def _probe_one(backbone, arrays: dict, weight: str, arch: str) -> dict:

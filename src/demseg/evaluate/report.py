@@ -360,7 +360,7 @@ def collect_results(out: Path) -> list[dict]:
     """
     rows = []
     for path in sorted((out / "runs").glob("*/metrics.json")):
-        record = json.loads(path.read_text())
+        record = read_run_record(path)
         elsewhere = record.pop("scored_on", {}) or {}
         rows.append({**record, "scored_on": "validation"})
         for name, scores in elsewhere.items():
@@ -368,6 +368,57 @@ def collect_results(out: Path) -> list[dict]:
         if len(elsewhere) > 1:
             rows.append({**record, **pooled_scores(list(elsewhere.values())), "scored_on": "pooled"})
     return rows
+
+
+_TEXT_FIELDS = ("task", "model", "label", "backbone_weights", "finetune", "init", "arch", "recipe")
+_COUNT_FIELDS = ("train_tiles", "seed")
+_SCORE_FIELDS = ("iou", "f1", "precision", "recall", "boundary_iou", "object_f1", "object_precision", "object_recall",
+                 "completeness", "correctness", "tp", "fp", "fn", "raised_fp", "raised_negatives", "raised_fp_rate",
+                 "val_tiles", "scored_pixels", "iters", "best_iter", "train_seconds")
+
+
+def read_run_record(path: Path) -> dict:
+    """A run's metrics.json, checked: a file that is not JSON or holds the wrong types is one error naming it."""
+    redo = f"delete {path.parent} and rerun the experiment to redo that run"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DemsegError(f"run results {path} are unreadable or not JSON; {redo}") from exc
+    problem = _record_problem(record)
+    if problem:
+        raise DemsegError(f"run results {path} are not as demseg writes them ({problem}); {redo}")
+    return record
+
+
+def _record_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    needed = ("task", "model") + (() if record.get("label") else ("backbone_weights",))
+    for name in _TEXT_FIELDS:
+        if name in needed and name not in record:
+            return f"no {name}"
+        if name in record and not isinstance(record[name], str):
+            return f"{name} is {record[name]!r}, not text"
+    for name in _COUNT_FIELDS:
+        if not isinstance(record.get(name), int) or isinstance(record.get(name), bool):
+            return f"{name} is {record.get(name)!r}, not a whole number"
+    elsewhere = record.get("scored_on") or {}
+    if not isinstance(elsewhere, dict):
+        return "scored_on is not a mapping"
+    for name, scores in elsewhere.items():
+        problem = (f"scored_on.{name} is not a mapping" if not isinstance(scores, dict)
+                   else _scores_problem(scores, f"scored_on.{name}."))
+        if problem:
+            return problem
+    return _scores_problem(record)
+
+
+def _scores_problem(scores: dict, prefix: str = "") -> str | None:
+    for name in _SCORE_FIELDS:
+        value = scores.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{prefix}{name} is {value!r}, not a number"
+    return None
 
 
 def pooled_scores(scores: list[dict]) -> dict:
@@ -443,10 +494,11 @@ REPORT_FILES = {"results.csv", "summary.md", "curves.png", "noise.png"}
 
 
 def combine_experiments(folders: list[str | Path], out: str | Path, title: str = "demseg experiments",
-                        reference: str = "unet", overwrite: bool = False) -> list[dict]:
+                        reference: str | None = None, overwrite: bool = False) -> list[dict]:
     """Merge the runs of several experiment folders into one results.csv, summary.md and curves.png in ``out``.
 
-    An experiment folder named twice counts once. ``out`` may not be or lie in an experiment folder;
+    ``reference`` is the model label the others are compared with: one the experiments ran (None:
+    unet, where they ran one). An experiment folder named twice counts once. ``out`` may not be or lie in an experiment folder;
     an earlier report there is replaced only with ``overwrite``.
     """
     from demseg.io.folders import MARKER, check_output_path, out_dir
@@ -462,8 +514,12 @@ def combine_experiments(folders: list[str | Path], out: str | Path, title: str =
     if not rows:
         raise DemsegError("the experiment folders hold no finished run")
     labels = {label_of(row) for row in rows}
+    named, reference = reference is not None, reference or "unet"
     if reference not in labels and (split := sorted(x for x in labels if x.startswith(f"{reference} ["))):
         raise DemsegError(f"--reference {reference} was run with different settings; name one: {'; '.join(split)}")
+    if named and reference not in labels:
+        raise DemsegError(f"--reference {reference} is none of the models these experiments ran: "
+                          f"{', '.join(sorted(labels))}")
     out = Path(out)
     check_output_path(out, unique)
     if out.is_dir() and (out / "runs").exists():

@@ -42,7 +42,8 @@ def scored_tiles(data: SplitData, config: TrainConfig, manifest: dict, task: str
 def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = None, progress: bool = True,
                  preview_tiles: int = 4, allow_resolution_mismatch: bool = False,
                  resample: bool = False, out: str | Path | None = None) -> dict[str, float]:
-    """Scores of a run on a spec, written to ``RUN/evaluations/<spec name>/`` (metrics.json, preview.png).
+    """Scores of a run on a spec, written to :func:`evaluation_folder` (metrics.json, preview.png); the folder is
+    under the key ``out`` of the result.
 
     ``run_dir`` is a run folder or a shipped model's name; ``out`` writes the evaluation there
     instead (needed for a shipped model, whose folder belongs to the package).
@@ -66,6 +67,8 @@ def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = 
     spec = load_spec(Path(spec_path))
     if out is not None:
         _check_evaluation_out(Path(out), run_dir, spec)
+    out = _writable_evaluation_folder(Path(out) if out is not None else evaluation_folder(run_dir, spec_path,
+                                                                                          spec.name))
     if resample:
         return _evaluate_resampled(run_dir, model, config, manifest, spec_path, task, progress, out)
     trained_hashes = set((manifest.get("data") or {}).get("sha256", {}).values())
@@ -77,14 +80,33 @@ def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = 
         check_resolution(scene.grid.pixel_size_m, config, allow_resolution_mismatch)
     tiles, how = scored_tiles(data, config, manifest, task)
     scores = score_tiles(model, config, data, tiles, task)
-    out = Path(out) if out is not None else Path(run_dir) / "evaluations" / re.sub(r"[^A-Za-z0-9_.-]", "_",
-                                                                                   data.spec.name)
     record = {"spec": str(spec_path), "task": task, "val_tiles": len(tiles), "tile_ids": [t.id for t in tiles],
               "validation": how, **scores}
-    write_text_atomic(out / "metrics.json", json.dumps(record, indent=2, default=float))
+    # metrics.json last: a folder whose evaluation failed holds none (not even an earlier one)
+    (out / "metrics.json").unlink(missing_ok=True)
     if preview_tiles:
         _preview(out / "preview.png", model, config, data, tiles[:preview_tiles], task)
-    return {"val_tiles": len(tiles), **scores}
+    write_text_atomic(out / "metrics.json", json.dumps(record, indent=2, default=float))
+    return {"val_tiles": len(tiles), **scores, "out": str(out)}
+
+
+def evaluation_folder(run_dir: str | Path, spec_path: str | Path, name: str) -> Path:
+    """``RUN/evaluations/<spec name>-<8 hex>``: the hex of the spec's absolute path, so two specs with one name
+    (every synthetic world is ``synthetic-world``) never share a folder, and the same spec always finds its own."""
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(spec_path).expanduser().resolve()).encode()).hexdigest()[:8]
+    return Path(run_dir) / "evaluations" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{digest}"
+
+
+def _writable_evaluation_folder(out: Path) -> Path:
+    """Create ``out`` and check it can be written before anything is scored (a read-only run: one line)."""
+    from demseg.io.folders import make_dir
+
+    try:
+        return make_dir(out)
+    except DemsegError as exc:
+        raise DemsegError(f"{exc}; evaluate writes metrics.json there: pass -o DIR to write it elsewhere") from exc
 
 
 def _manifest(run_dir: Path) -> dict:
@@ -123,12 +145,10 @@ def _evaluate_resampled(run_dir, model, config: TrainConfig, manifest: dict, spe
     windows = scene_windows(spec_path, task, config, progress)
     probabilities = predict_images(model, windows.arrays.inputs, config.use_amp(), probabilities=True)
     scores = score_windows(probabilities, windows, task, config.pixel_size_m)
-    out = Path(out) if out is not None else Path(run_dir) / "evaluations" / re.sub(r"[^A-Za-z0-9_.-]", "_",
-                                                                                   windows.name)
     record = {"spec": str(spec_path), "task": task, "validation": f"every labelled pixel, resampled to "
               f"{config.pixel_size_m:g} m (data the run never saw)", **scores}
-    write_text_atomic(out / "metrics.json", json.dumps(record, indent=2, default=float))
-    return scores
+    write_text_atomic(Path(out) / "metrics.json", json.dumps(record, indent=2, default=float))
+    return {**scores, "out": str(out)}
 
 
 def score_tiles(model, config: TrainConfig, data: SplitData, tiles: list[Tile], task: str) -> dict[str, float]:

@@ -6,12 +6,13 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from demseg.errors import DemsegError
-from demseg.io.folders import os_error_message
+from demseg.io.folders import folder_lock, os_error_message
 
 
 def _read_umask() -> int:
@@ -32,6 +33,19 @@ def staging_folder(target: Path, suffix: str = ".partial") -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent))
     staging.chmod(0o777 & ~UMASK)
     return staging
+
+
+@contextlib.contextmanager
+def staging_lock(target: Path) -> Iterator[None]:
+    """Hold the lock on building ``target`` in a staging folder beside it, after removing the staging (and
+    swapped-out ``.old``) folders a killed earlier build left there: a running build holds the lock, so its
+    folder is never taken for a leftover."""
+    with folder_lock(target.parent, f"{target.name}.staging"):
+        left = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.(partial|old)")
+        for entry in target.parent.iterdir():
+            if left.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+        yield
 
 
 FULL_DEVICE_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full

@@ -92,6 +92,17 @@ def _resolved(path: str | os.PathLike) -> Path:
         raise DemsegError(f"cannot resolve the path {path}: {exc}") from exc
 
 
+NAME_MAX_BYTES = 255  # the longest file or folder name most file systems take (ext4, XFS, APFS, NTFS)
+
+
+def check_name_lengths(path: str | os.PathLike, what: str = "path") -> None:
+    """Refuse a path with a file or folder name longer than the file system takes, before any work."""
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > NAME_MAX_BYTES:
+            raise DemsegError(f"the {what} {path} has a name of {len(os.fsencode(part))} bytes "
+                              f"({part[:24]}...); file systems take at most {NAME_MAX_BYTES}: give a shorter path")
+
+
 def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
                       what: str = "output folder") -> Path:
     """Refuse an output that is empty, is or holds the current folder, or is, holds or lies inside an input.
@@ -101,6 +112,7 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     """
     if not str(out).strip():
         raise DemsegError(f"the {what} is empty: give a path")
+    check_name_lengths(out, what)
     target = _resolved(out)
     here = _resolved(Path.cwd())
     if target == here or target in here.parents:
@@ -120,6 +132,7 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
 
 def make_dir(out: str | os.PathLike) -> Path:
     """Create ``out`` (and its parents) and check it is writable; returns it as a Path."""
+    check_name_lengths(out, "output folder")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DemsegError(f"output path exists and is not a folder: {out}")

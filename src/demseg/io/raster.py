@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import sys
 import tempfile
 import warnings
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyproj
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
@@ -107,6 +109,8 @@ def parse_crs(crs: str | CRS | None) -> CRS | None:
     if crs is None or isinstance(crs, CRS):
         return crs
     try:
+        # pyproj first: it refuses quietly, where GDAL prints its own "ERROR 1: PROJ: ..." line to stderr
+        pyproj.CRS.from_user_input(crs)
         return CRS.from_user_input(crs)
     except Exception as exc:  # rasterio raises CRSError, pyproj others
         raise DemsegError(f"not a coordinate reference system: {crs!r}") from exc
@@ -128,11 +132,44 @@ def _grid_of(src, path: Path, crs: CRS | None, what: str) -> GridSpec:
         raise DemsegError(f"{what} has no georeferencing (identity transform): {path}")
     if src.transform.b != 0 or src.transform.d != 0:
         raise DemsegError(f"{what} is rotated; only north-up rasters are supported: {path}")
+    sides = (src.transform.a, src.transform.e)
+    if not all(np.isfinite(side) and side != 0 for side in sides):
+        raise DemsegError(f"{what} has a pixel size of {abs(sides[0]):g} x {abs(sides[1]):g} (a broken "
+                          f"geotransform): {path}; fix its georeferencing (e.g. gdal_edit.py -a_ullr)")
     grid_crs = src.crs or crs
     if grid_crs.is_geographic:
         raise DemsegError(f"{what} is in a geographic CRS ({grid_crs.to_string()}); reproject it to a "
-                          f"projected CRS in metres first: {path}")
+                          f"projected CRS in metres first: {path} (e.g. {_reproject_hint(src, grid_crs)})")
+    unit, factor = _linear_units(grid_crs)
+    if factor is not None and abs(factor - 1.0) > 1e-9:
+        raise DemsegError(f"{what} has horizontal units of {unit}, not metres ({grid_crs.to_string()}): {path}; "
+                          f"reproject it to a CRS in metres first, e.g. {_reproject_hint(src, grid_crs)} (and its "
+                          f"heights to metres if they are in {unit})")
     return GridSpec(grid_crs, src.transform, src.width, src.height)
+
+
+def _linear_units(crs: CRS) -> tuple[str, float | None]:
+    """(name, metres per unit) of a projected CRS's axes; (name, None) where the CRS does not say."""
+    try:
+        name, factor = crs.linear_units_factor
+    except Exception:  # rasterio raises CRSError for CRSs without linear units (local, engineering)
+        return "unknown", None
+    return name, float(factor)
+
+
+def _reproject_hint(src, crs: CRS) -> str:
+    """A gdalwarp command to the UTM zone (WGS 84, metres) of a raster's centre."""
+    try:
+        from rasterio.warp import transform
+
+        x, y = src.transform * (src.width / 2, src.height / 2)
+        (lon,), (lat,) = transform(crs, "EPSG:4326", [x], [y])
+        zone = int((lon + 180) // 6) % 60 + 1
+        target = f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+    except Exception:  # a CRS PROJ cannot transform: name no zone
+        target = "EPSG:<a CRS in metres>"
+    name = Path(src.name)
+    return f"gdalwarp -t_srs {target} {shlex.quote(name.name)} {shlex.quote(name.stem + '_m.tif')}"
 
 
 BYTES_PER_LOADED_PIXEL = 10  # float32 elevation, the source array, the GDAL mask and the validity mask
@@ -196,7 +233,26 @@ def read_dem(path: str | os.PathLike, band: int | None = None, crs: str | CRS | 
     elevation = np.where(valid, elevation, np.float32(np.nan)).astype(np.float32, copy=False)
     if window is None and not valid.any():
         raise DemsegError(f"{what} has no valid elevation (all nodata): {path}")
+    _check_plausible(elevation, valid, path, what)
     return DemRaster(elevation, valid, grid, str(path), units, declared)
+
+
+MAX_ABS_ELEVATION_M = 1e5  # 100 km: beyond any height on Earth in any unit a DEM is kept in (m, ft, dm)
+
+
+def _check_plausible(elevation: np.ndarray, valid: np.ndarray, path: Path, what: str) -> None:
+    """Refuse values no elevation can have (e.g. 3.4e38, float32's largest, written as an undeclared nodata).
+
+    They would be normalised into finite but meaningless inputs and train a model on them without
+    a word; marking them as nodata is the user's call, so the message says how.
+    """
+    huge = valid & (np.abs(elevation) > MAX_ABS_ELEVATION_M)
+    if huge.any():
+        example = str(elevation[huge][0])  # float32's shortest text: it reads back as the same value
+        raise DemsegError(f"{what} holds {int(huge.sum())} value(s) beyond +-{MAX_ABS_ELEVATION_M:g} m (e.g. "
+                          f"{example}), no plausible elevation: {path}; if they mark missing data, declare "
+                          f"them as its nodata (gdal_edit.py -a_nodata {example} FILE, or nodata: in the "
+                          "dataset spec)")
 
 
 def read_label_raster(path: str | os.PathLike, grid: GridSpec, band: int = 1, window: Window | None = None,

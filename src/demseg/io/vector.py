@@ -65,14 +65,29 @@ def reproject_geometries(layer: VectorLayer, grid: GridSpec, what: str = "vector
     return shapely.transform(layer.geometries, _transform)
 
 
-def _line_widths(layer: VectorLayer, width_attribute: str | None, road_width_m: float | None) -> np.ndarray:
+def _line_widths(layer: VectorLayer, width_attribute: str | None, road_width_m: float | None,
+                 what: str = "vector labels") -> np.ndarray:
     if width_attribute and width_attribute in layer.attributes:
-        widths = np.asarray(layer.attributes[width_attribute], dtype=float)
+        widths = _numbers(layer.attributes[width_attribute], width_attribute, what)
         fallback = road_width_m if road_width_m is not None else np.nan
         widths = np.where(np.isfinite(widths) & (widths > 0), widths, fallback)
     else:
         widths = np.full(len(layer), np.nan if road_width_m is None else float(road_width_m))
     return widths
+
+
+def _numbers(values: np.ndarray, name: str, what: str) -> np.ndarray:
+    """An attribute as floats (NaN where empty); text that is no number is one error naming it."""
+    numbers = np.full(len(values), np.nan)
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        try:
+            numbers[i] = float(value)
+        except (TypeError, ValueError):
+            raise DemsegError(f"{what}: the '{name}' attribute holds {str(value)!r}, not a width in metres; make it a "
+                              "number, or leave it empty and pass --road-width-m") from None
+    return numbers
 
 
 def label_geometries(layer: VectorLayer, grid: GridSpec, kind: str, road_width_m: float | None = None,
@@ -86,7 +101,7 @@ def label_geometries(layer: VectorLayer, grid: GridSpec, kind: str, road_width_m
     if is_line.any():
         if kind != "roads":
             raise DemsegError(f"{what} for {kind} contain lines; only roads may be given as lines")
-        widths = _line_widths(layer, width_attribute, road_width_m)[valid][is_line]
+        widths = _line_widths(layer, width_attribute, road_width_m, what)[valid][is_line]
         if not np.isfinite(widths).all():
             raise DemsegError(f"{what}: road lines need a width: add a '{width_attribute}' attribute (metres) "
                               "or pass --road-width-m")

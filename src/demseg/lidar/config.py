@@ -88,6 +88,13 @@ class RasterizeConfig(BaseModel):
         clash = sorted(name for name, code in kept.items() if code in self.drop_classes)
         if clash:
             raise ValueError(f"{clash} use a class code listed in drop_classes {self.drop_classes}")
+        for name, role in (("ground_class", "bare-earth points, which build the DTM"),
+                           ("water_class", "water points")):
+            tasks = sorted(task for task, code in self.classes.items() if code == getattr(self, name))
+            if tasks:
+                raise ValueError(f"classes {tasks[0]}={getattr(self, name)} is the {name} ({role}): every such "
+                                 f"point would be labelled {tasks[0]}; give the class code of {tasks[0]} points "
+                                 f"(ASPRS: buildings 6, roads 11)")
         return self
 
 

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from demseg import __version__
 from demseg.data.spec import DEFAULT_CLASSES
 from demseg.errors import DemsegError
-from demseg.io.atomic import staging_folder
+from demseg.io.atomic import staging_folder, staging_lock
 from demseg.io.folders import MARKER, check_output_path, made_by
 from demseg.io.provenance import file_sha256
 from demseg.io.raster import GridSpec, write_geotiff
@@ -75,6 +75,7 @@ def rasterize(points: Sequence[str | os.PathLike], config: RasterizeConfig | Non
     config = config or RasterizeConfig()
     if not points:
         raise DemsegError("no point cloud files given")
+    _check_distinct(points)
     check_output_path(out_dir, [*points, config.like])
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
@@ -95,6 +96,22 @@ def rasterize(points: Sequence[str | os.PathLike], config: RasterizeConfig | Non
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         (staging / MARKER).write_text("rasterize")
     return {**manifest, "out_dir": str(out_dir)}
+
+
+def _check_distinct(points: Sequence[str | os.PathLike]) -> None:
+    """Refuse a point file given twice (also by another name or a link): its points would count twice."""
+    seen: dict[tuple[int, int], str] = {}
+    for path in points:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue  # read_header says what is wrong with it
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            same = "" if str(seen[key]) == str(path) else f" (the same file as {seen[key]})"
+            raise DemsegError(f"point cloud {path} is given twice{same}: its points would count twice; name each "
+                              "file once")
+        seen[key] = path
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -246,23 +263,30 @@ def _manifest(files: list[PointFile], config: RasterizeConfig, grid: GridSpec, v
 
 @contextlib.contextmanager
 def _atomic_folder(target: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a hidden staging folder beside ``target``; it replaces ``target`` only if the block succeeds."""
+    """Yield a hidden staging folder beside ``target``; it replaces ``target`` only if the block succeeds.
+
+    Staging folders a killed earlier rasterize left beside ``target`` are removed first.
+    """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = staging_folder(target)
     except OSError as exc:
         raise DemsegError(f"cannot create the output folder beside {target}: {exc.strerror or exc}") from exc
-    try:
-        yield staging
-        _check_out_dir(target, overwrite)  # another process may have written it meanwhile
-        if target.is_dir():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except OSError as exc:
-        raise DemsegError(f"could not write the output folder {target}: {exc.strerror or exc}") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staging_lock(target):
+        try:
+            staging = staging_folder(target)
+        except OSError as exc:
+            raise DemsegError(f"cannot create the output folder beside {target}: {exc.strerror or exc}") from exc
+        try:
+            yield staging
+            _check_out_dir(target, overwrite)  # another process may have written it meanwhile
+            if target.is_dir():
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+                os.replace(target, old)
+                os.replace(staging, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+        except OSError as exc:
+            raise DemsegError(f"could not write the output folder {target}: {exc.strerror or exc}") from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -207,6 +207,11 @@ def _read_huggingface(location: str) -> EncoderWeights:
                 location, dtype=torch.float32, weights_only=True, output_loading_info=True,
                 local_files_only=local_only,
             )
+    except pickle.UnpicklingError as exc:  # weights_only refused a pickle that would run code
+        needed = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({needed.group(1)})" if needed else ""
+        raise DemsegError(f"refusing {location}: its PyTorch weights hold pickled objects{what} that would need "
+                          "code to load; only plain tensors (or model.safetensors) are read") from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         if local_only:
             raise DemsegError(f"cannot load ViTMAE weights {location!r}: no such local folder, the Hugging Face "
@@ -244,6 +249,8 @@ def _torch_load_weights_only(path: Path) -> object:
         ) from exc
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise DemsegError(f"cannot read {path} as a PyTorch checkpoint: {_one_line(exc)}") from exc
+    except Exception as exc:  # bytes that are no pickle fail inside the unpickler in any way (KeyError, IndexError)
+        raise DemsegError(f"cannot read {path} as a PyTorch checkpoint: it is not a file torch.save wrote") from exc
 
 
 def official_to_hf_state_dict(official: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -305,7 +312,10 @@ def _read_official_checkpoint(path: Path) -> EncoderWeights:
     official = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(official, dict) or not all(isinstance(value, Tensor) for value in official.values()):
         raise DemsegError(f"{path} holds no state dict of tensors (expected an MAE checkpoint with a 'model' key)")
-    state = official_to_hf_state_dict(official)
+    try:
+        state = official_to_hf_state_dict(official)
+    except DemsegError as exc:
+        raise DemsegError(f"{path}: {exc}") from exc
     config = _official_config(state, path)
     metadata = {"source": str(path), "method": "mae", "format": "official-mae"}
     if POSITION_KEY not in state:

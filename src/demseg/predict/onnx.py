@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,13 +78,13 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     if out is None and is_shipped_model(run_dir):
         raise DemsegError(f"{run_dir.name} is a shipped model: pass --out FILE for its ONNX export")
     model, config = load_run(run_dir)
-    model = _Logits(model.float().eval())
+    model = _Logits(model.float()).eval()
     channels = recipe_channels(config.recipe)
     example = torch.zeros((2, channels, config.tile_size_px, config.tile_size_px))
     target = Path(out) if out is not None else run_dir / ONNX_FILE
     _check_export_target(target, run_dir, overwrite)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+    with contextlib.redirect_stdout(io.StringIO()), _exporter_quiet(), torch.no_grad():
         program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=["input"],
                                     output_names=["logits"], dynamic_shapes={"x": {0: batch}}, verbose=False)
     proto = program.model_proto
@@ -94,6 +96,23 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     with atomic_path(target) as tmp:
         onnx.save(proto, str(tmp))
     return target
+
+
+@contextlib.contextmanager
+def _exporter_quiet():
+    """Silence what torch's ONNX exporter and onnxscript say as they work (their deprecations, their notes on
+    optional packages such as "torchvision is not installed"), so a failed export is one line."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 class OnnxModel:

@@ -18,12 +18,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from demseg.cluster import dask_client, worker_threads
+from demseg.cluster import dask_client, require_dask, worker_threads
 from demseg.errors import DemsegError
 from demseg.io.folders import make_dir
 from demseg.predict.config import PredictConfig
 from demseg.predict.outputs import is_done, output_paths
-from demseg.predict.scene import LoadedRun, at_run_resolution, done_record, predict_scene, resolve_run, scene_settings
+from demseg.predict.scene import (
+    LoadedRun,
+    at_run_resolution,
+    done_record,
+    predict_scene,
+    resolve_run,
+    scene_settings,
+)
 from demseg.predict.sliding import DemInput, window_stride
 from demseg.runs.folder import check_resolution
 
@@ -39,7 +46,9 @@ def scene_inputs(inputs: Iterable[str | os.PathLike | DemInput], dtm_path: str |
     by several inputs get their folder name in front (``s000/dem.tif`` -> ``s000_dem``).
     """
     from demseg.data.spec import load_spec
+    from demseg.io.raster import parse_crs
 
+    parse_crs(crs)  # a bad --crs is refused even where only specs (which carry their own) are given
     inputs = list(inputs)
     is_spec = [not isinstance(i, DemInput) and (Path(i).is_dir() or Path(i).suffix.lower() in SPEC_SUFFIXES)
                for i in inputs]
@@ -93,10 +102,12 @@ def predict_many(run, inputs: Iterable[str | os.PathLike | DemInput], out_dir: s
     sources = scene_inputs(inputs, dtm_path, band, crs)
     loaded = resolve_run(run, config.engine)
     window_stride(loaded.config.tile_size_px, config.overlap)
-    out_dir = make_dir(out_dir)
     sources = [at_run_resolution(source, loaded.config, config) for source in sources]
     for source in sources:
         check_resolution(source.grid().pixel_size_m, loaded.config, config.allow_resolution_mismatch)
+    if config.scheduler or config.workers > 1:
+        require_dask()
+    out_dir = make_dir(out_dir)  # once every input is known good: a refused input leaves no folder
     results: dict[str, dict[str, Path]] = {}
     todo = []
     for source in sources:

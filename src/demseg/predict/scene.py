@@ -157,6 +157,26 @@ def _write_outputs(loaded: LoadedRun, source: DemInput, grid, paths: dict[str, P
     return valid_pixels, layers
 
 
+def check_dtm_has_ground(source: DemInput, block_pixels: int = 1 << 22) -> None:
+    """Refuse a DTM without one valid pixel: predict would fall back to a local ground estimate without a word.
+
+    Reads row blocks of about ``block_pixels`` and stops at the first that holds ground.
+    """
+    from rasterio.windows import Window
+
+    from demseg.io.raster import open_grid, read_dem
+
+    crs = source.crs or source.native_grid().crs
+    grid = open_grid(source.dtm, crs, "DTM")
+    rows = max(1, block_pixels // max(1, grid.width))
+    for row_off in range(0, grid.height, rows):
+        window = Window(0, row_off, grid.width, min(rows, grid.height - row_off))
+        if read_dem(source.dtm, crs=crs, window=window, what="DTM").valid_mask.any():
+            return
+    raise DemsegError(f"the DTM has no valid elevation (all nodata): {source.dtm}; give a DTM with ground "
+                      "heights, or leave it out (heights above ground then come from a local ground estimate)")
+
+
 def at_run_resolution(source: DemInput, run_config: TrainConfig, config: PredictConfig) -> DemInput:
     """``source`` read at the run's pixel size when its own is more than 10 % off and ``config.resample``."""
     trained = run_config.pixel_size_m
@@ -184,6 +204,8 @@ def predict_scene(run, dem_path: str | os.PathLike | DemInput, out_dir: str | os
     source = at_run_resolution(as_input(dem_path, dtm_path), loaded.config, config)
     window_stride(loaded.config.tile_size_px, config.overlap)
     grid = source.grid()
+    if source.dtm is not None:
+        check_dtm_has_ground(source)
     mismatch = check_resolution(grid.pixel_size_m, loaded.config, config.allow_resolution_mismatch)
     crs_text = grid.crs.to_string()
     crs_differs = bool(loaded.training_crs) and crs_text not in loaded.training_crs

@@ -37,6 +37,7 @@ from demseg.io.folders import os_error_message
 from demseg.io.raster import GridSpec, open_grid, read_dem
 from demseg.io.styles import add_mask_colormap
 from demseg.models.upernet import MaeUperNet
+from demseg.predict.config import MAX_OVERLAP
 from demseg.runs.config import TrainConfig
 
 NODATA = IGNORE  # mask and probability rasters: 255, no elevation, no prediction
@@ -82,11 +83,15 @@ class DemInput:
     def grid(self) -> GridSpec:
         """The grid the scene is read and predicted on: the DEM's own, or resampled to ``pixel_size_m``."""
         grid = self.native_grid()
-        if self.pixel_size_m is None:
-            return grid
-        from demseg.data.resample import resampled_grid
+        if self.pixel_size_m is not None:
+            from demseg.data.resample import resampled_grid
 
-        return resampled_grid(grid, self.pixel_size_m)
+            grid = resampled_grid(grid, self.pixel_size_m)
+        if min(grid.shape) < MIN_SIDE_PX:
+            at = f" at the run's pixel size ({self.pixel_size_m:g} m)" if self.pixel_size_m is not None else ""
+            raise DemsegError(f"DEM is {grid.height} x {grid.width} px{at}; predict needs at least {MIN_SIDE_PX} px "
+                              f"each way (slopes need neighbours): {self.dem}")
+        return grid
 
     def read_rows(self, row_off: int, rows: int, grid: GridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Elevation (NaN where invalid), validity and DTM (or None) of rows [row_off, row_off + rows)."""
@@ -162,10 +167,13 @@ class StageTimer:
             self.seconds[stage] += time.perf_counter() - start
 
 
+MIN_SIDE_PX = 2  # the smallest DEM side predicted: slope and roughness need a neighbour each way
+
+
 def window_stride(tile_size_px: int, overlap: float) -> int:
-    """Step between window origins for an overlap fraction in [0, 1)."""
-    if not 0.0 <= overlap < 1.0:
-        raise DemsegError(f"overlap must be in [0, 1), got {overlap}")
+    """Step between window origins for an overlap fraction in [0, MAX_OVERLAP]."""
+    if not 0.0 <= overlap <= MAX_OVERLAP:
+        raise DemsegError(f"--overlap must be between 0 and {MAX_OVERLAP:g}, got {overlap:g}")
     return max(1, int(round(tile_size_px * (1.0 - overlap))))
 
 

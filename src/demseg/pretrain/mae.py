@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -29,15 +30,15 @@ from typing import Annotated, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from safetensors.torch import load_file, save_file
 from transformers import ViTMAEForPreTraining
 
-from demseg.data.augment import dihedral
+from demseg.data.augment import coarsen_within, dihedral
 from demseg.data.normalise import DEFAULT_RECIPE, recipe_channels
 from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path, write_text_atomic
-from demseg.io.folders import out_dir
+from demseg.io.folders import made_by, out_dir
 from demseg.models.precision import resolve_precision
 from demseg.models.vit import init_sincos_position_embeddings, mae_config
 from demseg.models.weights import save_encoder
@@ -103,6 +104,18 @@ class PretrainConfig(BaseModel):
                                                     "whole run).")
     exclude: list[str] = Field([], description="Dataset specs whose validation tiles (the default split) are never "
                                                "cropped, e.g. the benchmark the encoder will be scored on.")
+
+    @field_validator("coarsen")
+    @classmethod
+    def _coarsen_fits(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        return coarsen_within(value, info.data.get("tile_size_px"))
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise ValueError(f"must be cpu, cuda or cuda:N, got {value!r}")
+        return value
 
     @property
     def crop_px(self) -> int:
@@ -392,6 +405,9 @@ def _open_out(out: Path, resume: bool, overwrite: bool, inputs: list):
     """The locked output folder: resumed as it is, or refused/cleared like every demseg output folder."""
     if resume and not (out / "last").exists():
         raise DemsegError(f"nothing to resume: {out} holds no checkpoint")
+    if not (resume or overwrite) and out.is_dir() and made_by(out) == "pretrain" and _holds_checkpoint(out):
+        raise DemsegError(f"output folder exists: {out} holds a pre-training checkpoint: pass --resume to continue "
+                          "it where it stopped (same flags as before), or --overwrite to replace it")
     return out_dir(out, overwrite=overwrite, finished=_holds_checkpoint, keep=resume, command="pretrain",
                    inputs=inputs)
 

@@ -58,7 +58,10 @@ def install_plugin(plugins_dir: str | os.PathLike | None = None, enable: bool = 
     Returns the plugin folder and what enabling said (or why it was not done). An earlier copy is
     replaced; the copy is made beside the target and renamed, so QGIS never sees half a plugin.
     """
-    target_parent = Path(plugins_dir) if plugins_dir else default_plugins_dir()
+    if plugins_dir is not None and not str(plugins_dir).strip():
+        raise DemsegError("--plugins-dir is empty: give the QGIS plugins folder, or leave the flag out for the "
+                          "default profile's")
+    target_parent = Path(plugins_dir) if plugins_dir is not None else default_plugins_dir()
     target = target_parent / PLUGIN_NAME
     staging = target_parent / f".{PLUGIN_NAME}.installing"
     try:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from demseg.data.augment import coarsen_within
 from demseg.data.noise import format_label_noise, parse_label_noise
 from demseg.data.tiles import DEFAULT_MIN_VALID_FRACTION, SplitConfig
 from demseg.errors import DemsegError
@@ -95,6 +96,11 @@ class TrainConfig(ModelConfig):
         if value is not None and tile is not None and value > tile:
             raise ValueError(f"must be at most the tile size ({tile}), got {value}")
         return value
+
+    @field_validator("coarsen")
+    @classmethod
+    def _coarsen_fits(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        return coarsen_within(value, info.data.get("tile_size_px"))
 
     @field_validator("label_noise")
     @classmethod

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from demseg.data.arrays import TileArrays, augmented_rows, tile_arrays
@@ -38,7 +38,7 @@ from demseg.io.atomic import write_text_atomic
 from demseg.io.folders import out_dir
 from demseg.models.features import FeatureCache, encode_views
 from demseg.models.inference import predict_cached, predict_images
-from demseg.models.registry import build_encoder, uses_backbone
+from demseg.models.registry import MODELS, build_encoder, uses_backbone
 from demseg.runs.config import TrainConfig
 from demseg.runs.manifest import spec_file_hashes, write_manifest
 from demseg.train.loop import CACHE_DTYPES
@@ -60,6 +60,14 @@ class ExperimentConfig(BaseModel):
     score_on: list[str] = Field([], description="Other dataset specs, comma-separated: every run is also scored on "
                                                 "every labelled pixel of their scenes (resampled to the training "
                                                 "pixel size, windows blended as in predict).")
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown model {unknown[0]!r} (choose from {', '.join(MODELS)})")
+        return value
 
     @model_validator(mode="after")
     def _crops_need_a_unet(self) -> ExperimentConfig:
@@ -167,6 +175,10 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
     plan = _plan(data, config)
     _refuse_shared_score_specs(config.score_on, data)
     inputs = [*run_inputs(data.spec, spec_path, config.base), *config.score_on]
+    if scheduler:
+        from demseg.cluster import require_dask
+
+        require_dask()
     with _open_experiment(out, config, overwrite, inputs):
         write_text_atomic(out / "experiment.json", config.model_dump_json(indent=2))
         todo = [p for p in plan if not (out / "runs" / p["key"] / "metrics.json").exists()]

@@ -17,8 +17,8 @@ from torch import nn
 
 from demseg.data.arrays import TileArrays, tile_arrays
 from demseg.data.dataset import SplitData, load_split
-from demseg.data.spec import DatasetSpec, load_spec
 from demseg.data.normalise import recipe_channels
+from demseg.data.spec import DatasetSpec, load_spec
 from demseg.data.tiles import Tile, eligible_tiles, training_subset, write_tile_index
 from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path, write_text_atomic

@@ -23,12 +23,15 @@ from demseg.data.synth.vegetation import dome_canopy, hedge_heights, leafy_rough
 from demseg.data.synth.vehicles import car_heights
 from demseg.data.synth.water import banks_m
 from demseg.errors import DemsegError
+from demseg.io.raster import memory_bytes
 
 BUILDING, ROAD, VEGETATION = (LABEL_CODES[name] for name in ("buildings", "roads", "vegetation"))
 LABEL_NODATA = 255
 HIGH_VEGETATION_M = 1.5  # vegetation taller than this is labelled: trees, tall hedges, not lawns or shrubs
 MIN_SIZE_PX = 64
 MAX_PIXEL_SIZE_M = 5.0  # beyond this, buildings and roads are only a few pixels wide
+MIN_EXTENT_M = 32.0  # a scene narrower than this (64 px at 0.5 m) holds no street with a building
+BYTES_PER_SCENE_PIXEL = 256  # peak memory of generating a scene (measured: 180 to 235 bytes per pixel)
 
 
 @dataclass
@@ -90,6 +93,15 @@ def check_size(size_px, pixel_size_m) -> None:
             or not (0 < pixel_size_m <= MAX_PIXEL_SIZE_M):
         raise DemsegError(f"pixel_size_m must be a number in (0, {MAX_PIXEL_SIZE_M:g}] metres, "
                           f"got {pixel_size_m!r}")
+    if size_px * pixel_size_m < MIN_EXTENT_M:
+        raise DemsegError(f"a scene of {size_px} px at {pixel_size_m:g} m is {size_px * pixel_size_m:g} m across; "
+                          f"scenes need at least {MIN_EXTENT_M:g} m (size_px x pixel_size_m) to hold a street "
+                          "and its buildings")
+    needed = size_px * size_px * BYTES_PER_SCENE_PIXEL
+    if needed > memory_bytes() // 2:
+        largest = int((memory_bytes() // 2 // BYTES_PER_SCENE_PIXEL) ** 0.5)
+        raise DemsegError(f"a scene of {size_px} x {size_px} px needs about {needed / 2**30:,.0f} GiB of memory to "
+                          f"generate, more than this machine can hold: use a size_px of at most {largest}")
 
 
 def check_seed(seed, name: str = "seed") -> None:

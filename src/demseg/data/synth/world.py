@@ -33,7 +33,7 @@ from demseg.data.synth.scene import (
 )
 from demseg.errors import DemsegError
 from demseg.io import GridSpec, VectorLayer, write_geotiff, write_gpkg, write_text_atomic
-from demseg.io.atomic import staging_folder
+from demseg.io.atomic import staging_folder, staging_lock
 from demseg.io.folders import MARKER, check_output_path
 
 GENERATOR_VERSION = 3  # 3: rough trees in rows, parks and gardens, a vegetation class, interpolated water
@@ -139,12 +139,14 @@ def _staging(out_dir: Path) -> Iterator[Path]:
     write inside becomes one DemsegError line."""
     with _write_errors(out_dir):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = staging_folder(out_dir)
-    try:
+    with staging_lock(out_dir):  # and a killed earlier synth's staging folders removed
         with _write_errors(out_dir):
-            yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            staging = staging_folder(out_dir)
+        try:
+            with _write_errors(out_dir):
+                yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager
