@@ -131,3 +131,7 @@ def test_vertex_count_counts_holes_and_not_closing_points():
 def test_non_positive_pixel_size_is_refused():
     with pytest.raises(DemsegError):
         regularise_footprints([shapely.box(0, 0, 1, 1)], 0.0)
+
+
+def test_no_footprint_regularises_to_none():  # a scene without buildings (or one all building) once crashed here
+    assert regularise_footprints([], 0.5) == []

@@ -104,9 +104,12 @@ def uses_backbone(name: str) -> bool:
 
 
 def shaped_by(name: str) -> tuple[str, ...]:
-    """The config fields that size model ``name``'s trainable weights (beyond model, task, recipe, tiles)."""
+    """The config fields that size model ``name``'s trainable weights (beyond model, task, recipe, outputs).
+
+    A UNet is fully convolutional: it starts from a run trained on tiles of another size.
+    """
     entry = MODELS[name]
-    return entry.widths + (("arch",) if entry.backbone else ())
+    return entry.widths + (("arch", "tile_size_px") if entry.backbone else ())  # a ViT's position table
 
 
 def build(config: ModelConfig, backbone: MaeBackbone | None = None, seed: int = 0) -> nn.Module:

@@ -494,9 +494,13 @@ def _snap_onto(polygon: Polygon, neighbour: Polygon, tolerance: float) -> Polygo
 
 def _keep_neighbours_apart(originals: list, regular: list, snap_m: float) -> list:
     """Later polygons snapped onto earlier touching ones and cut where they overlap them."""
+    if not regular:
+        return []
     polygons = np.empty(len(regular), dtype=object)
     polygons[:] = regular
-    touching = shapely.STRtree(originals).query(originals, predicate="intersects")
+    before = np.empty(len(originals), dtype=object)
+    before[:] = originals
+    touching = shapely.STRtree(before).query(before, predicate="intersects")
     touching = {(int(i), int(j)) for i, j in touching.T}
     near = shapely.STRtree(polygons).query(polygons, predicate="dwithin", distance=snap_m)
     overlapping = {(int(i), int(j)) for i, j in near.T}

@@ -103,7 +103,7 @@ INIT_MUST_MATCH = ("model", "task", "recipe", "arch", "head_width", "neck_width"
 
 def _shapes_weights(name: str, model: str) -> bool:
     """True when setting ``name`` shapes the weights of ``model`` (a UNet has no head width, a UperNet no UNet)."""
-    return name in ("model", "task", "recipe", "tile_size_px", "auxiliary") or name in shaped_by(model)
+    return name in ("model", "task", "recipe", "auxiliary") or name in shaped_by(model)
 
 
 def resolve_init(config: TrainConfig) -> TrainConfig:
