@@ -197,16 +197,19 @@ def plot(rows: list[dict], arms: list[str], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     folds = sorted({r["fold"] for r in rows})
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = [("iou", "IoU of buildings, %", 100.0),
+              ("raised_fp_rate", "raised non-buildings marked, % (lower is better)", 100.0),
+              ("seconds", "seconds per demseg train run", 1.0)]
+    if any(r.get("elsewhere_iou") not in (None, "") for r in rows):
+        panels.insert(1, ("elsewhere_iou", "IoU in the city none of them saw, %", 100.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
     width = 0.8 / max(len(folds), 1)
-    for panel, (metric, label, scale) in zip(axes, (("iou", "IoU of buildings, %", 100.0),
-                                                    ("raised_fp_rate", "raised non-buildings marked, % (lower is "
-                                                                       "better)", 100.0),
-                                                    ("seconds", "seconds per demseg train run", 1.0)), strict=True):
+    for panel, (metric, label, scale) in zip(axes, panels, strict=True):
         for k, fold in enumerate(folds):
             xs, means, halves = [], [], []
             for i, arm in enumerate(arms):
-                values = [float(r[metric]) * scale for r in rows if r["arm"] == arm and r["fold"] == fold]
+                values = [float(r[metric]) * scale for r in rows if r["arm"] == arm and r["fold"] == fold
+                          and r.get(metric) not in (None, "")]
                 if not values:
                     continue
                 mean, half = mean_ci95(values) if len(values) > 1 else (values[0], 0.0)
@@ -217,7 +220,7 @@ def plot(rows: list[dict], arms: list[str], path: Path, title: str) -> None:
         panel.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
         panel.set_title(label, fontsize=10)
         panel.grid(axis="y", alpha=0.3)
-    axes[0].legend(title="left-out city")
+    axes[0].legend(title="fold")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
