@@ -102,7 +102,7 @@ def with_float32_max_block(dem: Path) -> None:
 def test_a_dem_holding_float32_max_is_refused_naming_the_file_instead_of_training_on_it(world, tmp_path, capsys):
     spec = copy_world(world, tmp_path / "w")
     with_float32_max_block(tmp_path / "w" / "s001" / "dem.tif")
-    err = one_line_error(capsys, train_argv(spec, tmp_path / "run"), "no plausible elevation", "s001",
+    err = one_line_error(capsys, train_argv(spec, tmp_path / "run"), "no plausible value", "s001",
                          "nodata")
     assert "3.4028235e+38" in err  # the value to declare, written so that it reads back as itself
     assert written(tmp_path / "run") == []  # no run saved as finished
@@ -113,7 +113,7 @@ def test_predict_refuses_a_dem_holding_float32_max_and_writes_nothing(world, out
     shutil.copy(Path(world).parent / "s000" / "dem.tif", dem)
     with_float32_max_block(dem)
     one_line_error(capsys, ["predict", outputs["run"], dem, "--out", tmp_path / "pred", "--quiet"],
-                   "no plausible elevation")
+                   "no plausible value")
     assert written(tmp_path / "pred") == []
 
 
@@ -360,10 +360,10 @@ def spec_with(tmp_path: Path, world: Path, labels: dict) -> Path:
     ({"classes": {"buildings": 1, "roads": 1}}, ("code 1", "buildings and roads")),
     ({"classes": {"buildings": 1, "roads": [2, 1]}}, ("code 1", "buildings and roads")),
     ({"classes": {"buildings": 1}, "ignore": 1}, ("ignore code 1", "buildings")),
-    ({"classes": {"buildings": -1}}, ("-1", "0..255")),
-    ({"classes": {"buildings": 300}}, ("300", "0..255")),
-    ({"ignore": 256}, ("256", "0..255")),
-], ids=["duplicate", "duplicate in a list", "ignore is a class", "negative", "over 255", "ignore over 255"])
+    ({"classes": {"buildings": -1}}, ("-1", "0..65535")),
+    ({"classes": {"buildings": 70000}}, ("70000", "0..65535")),
+    ({"ignore": 65536}, ("65536", "0..65535")),
+], ids=["duplicate", "duplicate in a list", "ignore is a class", "negative", "over uint16", "ignore over uint16"])
 def test_spec_class_codes_are_validated_in_one_line(world, tmp_path, capsys, labels, words):
     one_line_error(capsys, ["data", "check", spec_with(tmp_path, world, labels), "--tile-size-px", TILE], *words)
 

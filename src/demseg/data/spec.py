@@ -42,6 +42,7 @@ AUXILIARY_CLASSES = ("vegetation",)
 DEFAULT_CLASSES = {"buildings": 1, "roads": 2}
 LABEL_CODES = {"buildings": 1, "roads": 2, "vegetation": 3}  # demseg's own label rasters (synth, rasterize)
 # per-pixel rasters a scene may carry beside its elevation, on the DEM grid (see demseg.data.normalise)
+MAX_LABEL_CODE = 65535  # label rasters are uint8 or uint16 class codes
 SCENE_CHANNELS = ("returns", "fml", "vegshare", "intensity")
 
 
@@ -77,8 +78,9 @@ class LabelSpec(BaseModel):
         owner: dict[int, str] = {}
         for name, codes in value.items():
             for code in codes if isinstance(codes, list) else [codes]:
-                if not 0 <= code <= 255:
-                    raise ValueError(f"class code {name}: {code} is outside 0..255, the codes a label raster may use")
+                if not 0 <= code <= MAX_LABEL_CODE:
+                    raise ValueError(f"class code {name}: {code} is outside 0..{MAX_LABEL_CODE}, the codes a label "
+                                     "raster (up to uint16) may use")
                 if owner.get(code, name) != name:
                     raise ValueError(f"code {code} is given to both {owner[code]} and {name}: a pixel has one class")
                 owner[code] = name
@@ -87,8 +89,9 @@ class LabelSpec(BaseModel):
     @field_validator("ignore")
     @classmethod
     def _ignore_in_range(cls, value: int | None) -> int | None:
-        if value is not None and not 0 <= value <= 255:
-            raise ValueError(f"ignore code {value} is outside 0..255, the codes a label raster may use")
+        if value is not None and not 0 <= value <= MAX_LABEL_CODE:
+            raise ValueError(f"ignore code {value} is outside 0..{MAX_LABEL_CODE}, the codes a label raster (up to "
+                             "uint16) may use")
         return value
 
     @model_validator(mode="after")

@@ -249,10 +249,10 @@ def _check_plausible(elevation: np.ndarray, valid: np.ndarray, path: Path, what:
     huge = valid & (np.abs(elevation) > MAX_ABS_ELEVATION_M)
     if huge.any():
         example = str(elevation[huge][0])  # float32's shortest text: it reads back as the same value
-        raise DemsegError(f"{what} holds {int(huge.sum())} value(s) beyond +-{MAX_ABS_ELEVATION_M:g} m (e.g. "
-                          f"{example}), no plausible elevation: {path}; if they mark missing data, declare "
-                          f"them as its nodata (gdal_edit.py -a_nodata {example} FILE, or nodata: in the "
-                          "dataset spec)")
+        spec = ", or nodata: in the dataset spec" if what.lower().startswith("dem") else ""  # the DEM's only
+        raise DemsegError(f"{what} holds {int(huge.sum())} value(s) beyond +-{MAX_ABS_ELEVATION_M:g} (e.g. "
+                          f"{example}), no plausible value: {path}; if they mark missing data, declare "
+                          f"them as its nodata (gdal_edit.py -a_nodata {example} FILE{spec})")
 
 
 def read_label_raster(path: str | os.PathLike, grid: GridSpec, band: int = 1, window: Window | None = None,
