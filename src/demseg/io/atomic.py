@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from demseg.errors import DemsegError
@@ -46,6 +46,63 @@ def staging_lock(target: Path) -> Iterator[None]:
             if left.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
         yield
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Path, before_publish: Callable[[], None] | None = None) -> Iterator[Path]:
+    """Yield a hidden staging folder beside ``target``; it becomes ``target`` (one rename) only if the block succeeds.
+
+    The one way demseg builds a whole output folder (a rasterised dataset, a synthetic world):
+    staging folders a killed earlier build left are removed first, under a lock; ``before_publish``
+    re-checks the target just before it is replaced (another process may have written it
+    meanwhile); an earlier ``target`` is swapped out whole, then removed. A failed write is one
+    DemsegError naming ``target``, and the staging folder never outlives the block.
+    """
+    with write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with staging_lock(target):
+        with write_errors(target):
+            staging = staging_folder(target)
+        try:
+            with write_errors(target):
+                yield staging
+                if before_publish is not None:
+                    before_publish()
+                _publish(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Move a finished folder from ``staging`` to ``target``: one rename, an earlier one swapped out whole."""
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if not target.exists():
+        staging.rename(target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def write_errors(target: Path) -> Iterator[None]:
+    """Turn an OSError (raw, or the cause of an atomic writer's DemsegError) into one line on ``target``."""
+    try:
+        yield
+    except OSError as exc:
+        raise _write_error(exc, target) from exc
+    except DemsegError as exc:
+        if not isinstance(exc.__cause__, OSError):
+            raise
+        raise _write_error(exc.__cause__, target) from exc
+
+
+def _write_error(exc: OSError, target: Path) -> DemsegError:
+    if exc.errno == errno.ENOSPC:
+        return DemsegError(f"no space left on device writing {target}")
+    return DemsegError(f"could not write {target}: {exc.strerror or exc}")
 
 
 FULL_DEVICE_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full

@@ -25,14 +25,11 @@ nothing half-written.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +39,7 @@ from tqdm import tqdm
 from demseg import __version__
 from demseg.data.spec import DEFAULT_CLASSES
 from demseg.errors import DemsegError
-from demseg.io.atomic import staging_folder, staging_lock
+from demseg.io.atomic import atomic_folder
 from demseg.io.folders import MARKER, check_output_path, made_by
 from demseg.io.provenance import file_sha256
 from demseg.io.raster import GridSpec, write_geotiff
@@ -88,7 +85,7 @@ def rasterize(points: Sequence[str | os.PathLike], config: RasterizeConfig | Non
     _check_tally(acc, config)
     check_ground(acc)  # before anything is written
     channels, skipped = _choose_channels(acc, config)  # a named channel the data lacks: refused here too
-    with _atomic_folder(out_dir, overwrite) as staging:
+    with atomic_folder(out_dir, before_publish=lambda: _check_out_dir(out_dir, overwrite)) as staging:
         summary = _write_rasters(staging, acc, config, channels)
         tasks = _write_spec(staging / "dataset.yaml", out_dir, summary["labels_present"], config, channels)
         manifest = _manifest(files, config, grid, vertical_crs, acc, summary, tasks, skipped)
@@ -261,32 +258,3 @@ def _manifest(files: list[PointFile], config: RasterizeConfig, grid: GridSpec, v
     }
 
 
-@contextlib.contextmanager
-def _atomic_folder(target: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a hidden staging folder beside ``target``; it replaces ``target`` only if the block succeeds.
-
-    Staging folders a killed earlier rasterize left beside ``target`` are removed first.
-    """
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DemsegError(f"cannot create the output folder beside {target}: {exc.strerror or exc}") from exc
-    with staging_lock(target):
-        try:
-            staging = staging_folder(target)
-        except OSError as exc:
-            raise DemsegError(f"cannot create the output folder beside {target}: {exc.strerror or exc}") from exc
-        try:
-            yield staging
-            _check_out_dir(target, overwrite)  # another process may have written it meanwhile
-            if target.is_dir():
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-                os.replace(target, old)
-                os.replace(staging, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, target)
-        except OSError as exc:
-            raise DemsegError(f"could not write the output folder {target}: {exc.strerror or exc}") from exc
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)

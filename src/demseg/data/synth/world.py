@@ -3,14 +3,9 @@ written all at once or not at all."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +28,7 @@ from demseg.data.synth.scene import (
 )
 from demseg.errors import DemsegError
 from demseg.io import GridSpec, VectorLayer, write_geotiff, write_gpkg, write_text_atomic
-from demseg.io.atomic import staging_folder, staging_lock
+from demseg.io.atomic import atomic_folder
 from demseg.io.folders import MARKER, check_output_path
 
 GENERATOR_VERSION = 3  # 3: rough trees in rows, parks and gardens, a vegetation class, interpolated water
@@ -96,7 +91,7 @@ def generate_world(out_dir: str | os.PathLike, scenes: int = 20, size_px: int = 
         if not overwrite:
             raise DemsegError(f"a synthetic world exists in {out_dir} (pass --overwrite to replace it)")
     val = _val_indices(seed, scenes, val_fraction)
-    with _staging(out_dir) as staging:
+    with atomic_folder(out_dir) as staging:
         entries, districts = [], {}
         for index in tqdm(range(scenes), desc="synth", unit="scene", disable=not progress):
             scene_id = f"s{index:03d}"
@@ -113,7 +108,6 @@ def generate_world(out_dir: str | os.PathLike, scenes: int = 20, size_px: int = 
         write_text_atomic(staging / "dataset.yaml", _dataset_yaml(entries, description))
         write_text_atomic(staging / "world.json", json.dumps(params, indent=2) + "\n")
         (staging / MARKER).write_text("synth")
-        _publish(staging, out_dir)
     return out_dir / "dataset.yaml"
 
 
@@ -131,54 +125,6 @@ def _is_world(folder: Path) -> bool:
         if not own:
             return False
     return True
-
-
-@contextlib.contextmanager
-def _staging(out_dir: Path) -> Iterator[Path]:
-    """A hidden folder beside ``out_dir`` to build a world in, removed afterwards whatever happens; a failed
-    write inside becomes one DemsegError line."""
-    with _write_errors(out_dir):
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with staging_lock(out_dir):  # and a killed earlier synth's staging folders removed
-        with _write_errors(out_dir):
-            staging = staging_folder(out_dir)
-        try:
-            with _write_errors(out_dir):
-                yield staging
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _write_errors(target: Path) -> Iterator[None]:
-    """Turn an OSError (raw, or the cause of an atomic writer's DemsegError) into one line on ``target``."""
-    try:
-        yield
-    except OSError as exc:
-        raise _write_error(exc, target) from exc
-    except DemsegError as exc:
-        if not isinstance(exc.__cause__, OSError):
-            raise
-        raise _write_error(exc.__cause__, target) from exc
-
-
-def _write_error(exc: OSError, target: Path) -> DemsegError:
-    if exc.errno == errno.ENOSPC:
-        return DemsegError(f"no space left on device writing {target}")
-    return DemsegError(f"could not write {target}: {exc.strerror or exc}")
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Move a finished world from ``staging`` to ``out_dir``: one rename, an earlier world swapped out whole."""
-    if out_dir.is_dir() and not any(out_dir.iterdir()):
-        out_dir.rmdir()
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-    os.replace(out_dir, old)
-    os.replace(staging, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _dataset_yaml(entries: list[tuple[str, str]], description: str) -> str:
