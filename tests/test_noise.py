@@ -186,3 +186,12 @@ def test_the_table2_shape_puts_many_noisy_tiles_beside_few_clean_ones():
     assert "| 10 tiles, clean | 24 tiles, clean | 24 tiles, drop 0.3, shift 1.5 |" in table
     assert "| roads | unet | 50.0 (n=1) | 58.0 (n=1) | 56.0 (n=1) |" in table
     assert noisy_budget_table(rows[:2] + rows[3:]) == ""  # one kind at a time: a curve, not this table
+
+
+def test_a_rows_label_noise_is_read_from_its_setting_and_older_rows_from_their_label():
+    from demseg.evaluate.report import noise_of
+
+    row = {"label": "unet+mix-w", "label_noise": "drop=0.3,shift=1", "model": "unet", "backbone_weights": "-"}
+    assert noise_of(row) == ("unet+mix-w", {"drop": 0.3, "shift": 1.0})  # the setting, not the label's words
+    assert noise_of({"label": "unet", "label_noise": ""}) == ("unet", {})
+    assert noise_of({"label": "unet+noise-drop0.3"}) == ("unet", {"drop": 0.3})  # a folder from before

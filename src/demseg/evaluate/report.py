@@ -21,7 +21,7 @@ from demseg.runs.config import TrainConfig
 
 RESULT_COLUMNS = ["task", "model", "backbone_weights", "train_tiles", "seed", "iters", "best_iter", "iou", "f1",
                   "precision", "recall", "train_seconds", "scored_on"]
-EXTRA_COLUMNS = ["label", "finetune", "init", "boundary_iou", "object_f1", "completeness", "correctness", "val_tiles",
+EXTRA_COLUMNS = ["label", "finetune", "init", "label_noise", "boundary_iou", "object_f1", "completeness", "correctness", "val_tiles",
                  "arch", "recipe", "tp", "fp", "fn", "raised_fp_rate", "raised_fp", "raised_negatives"]
 
 
@@ -146,8 +146,28 @@ NOISE_SUFFIX = re.compile(r"\+noise-((?:[a-z]+[0-9.]+-?)+)$")
 NOISE_PART = re.compile(r"([a-z]+)([0-9.]+)")
 
 
+def noise_of(row: dict) -> tuple[str, dict[str, float]]:
+    """A row's compared model without its label noise, and the noise as {kind: amount}.
+
+    The noise is read from the row's own ``label_noise`` setting (e.g. ``drop=0.3,shift=1``); rows
+    of folders written before it was recorded fall back to the suffix of their label.
+    """
+    label = label_of(row)
+    setting = row.get("label_noise")
+    if setting is None or (setting == "" and NOISE_SUFFIX.search(label)):  # an older row: only its label says
+        return split_noise(label)
+    from demseg.data.noise import parse_label_noise
+
+    noise = parse_label_noise(setting)
+    match = NOISE_SUFFIX.search(label)
+    return (label[:match.start()] if match else label), noise
+
+
 def split_noise(label: str) -> tuple[str, dict[str, float]]:
-    """A run label as (the label without label noise, {kind: amount}); e.g. unet+noise-drop0.3 -> (unet, {drop: 0.3})."""
+    """A run label as (the label without label noise, {kind: amount}); e.g. unet+noise-drop0.3 -> (unet, {drop: 0.3}).
+
+    Only for rows written before the setting was recorded as data (:func:`noise_of`).
+    """
     match = NOISE_SUFFIX.search(label)
     if not match:
         return label, {}
@@ -167,7 +187,7 @@ def noise_curves(rows: list[dict], metric: str = "iou", scored_on: str = "valida
         value = row.get(metric)
         if row.get("scored_on", "validation") != scored_on or value in ("", None) or math.isnan(float(value)):
             continue
-        base, noise = split_noise(label_of(row))
+        base, noise = noise_of(row)
         key = (row["task"], int(row["train_tiles"]), base)
         if not noise:
             clean[key][int(row["seed"])] = float(value)
@@ -215,7 +235,7 @@ def noisy_budget_table(rows: list[dict], metric: str = "iou", scored_on: str = "
         value = row.get(metric)
         if row.get("scored_on", "validation") != scored_on or value in ("", None) or math.isnan(float(value)):
             continue
-        base, noise = split_noise(label_of(row))
+        base, noise = noise_of(row)
         if len(noise) == 1:
             continue
         mixed |= len(noise) > 1

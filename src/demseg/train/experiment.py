@@ -373,6 +373,7 @@ def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, tas
         record = {"task": task, "model": arm.model, "backbone_weights": arm.weights, "label": arm.label,
                   "finetune": arm.finetune, "init": arm.init or "-",
                   "coarsen": ",".join(map(str, arm.coarsen)) or "-", "mix": arm.mix or "-",
+                  "label_noise": arm.label_noise,
                   "train_tiles": r["train_tiles"], "seed": r["seed"], "iters": run_config.iters,
                   "best_iter": result.best_iter, **result.best_scores,
                   "train_seconds": result.train_seconds + group.cache_seconds * share,
