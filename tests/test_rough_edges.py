@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import pathlib
 import shutil
 from pathlib import Path
 
@@ -199,18 +198,20 @@ def test_evaluating_one_run_on_two_worlds_of_one_name_keeps_both_results(world, 
 
 def test_evaluate_of_a_run_folder_it_cannot_write_is_one_line_naming_o(world, outputs, tmp_path, capsys,
                                                                         monkeypatch):
-    run = outputs["run"]
-    mkdir = pathlib.Path.mkdir
+    import os
 
-    def read_only(self, *args, **kwargs):
-        if run in (self, *self.parents):
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        return mkdir(self, *args, **kwargs)
+    run = Path(outputs["run"])
+    access = os.access
 
-    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    def read_only(path, mode, *args, **kwargs):  # as root every folder is writable: pretend this run is not
+        if run in (Path(path), *Path(path).parents) and mode & os.W_OK:
+            return False
+        return access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", read_only)
     before = snapshot(run)
-    one_line_error(capsys, ["evaluate", run, world, "--quiet"], "permission denied", "-o")
-    assert snapshot(run) == before
+    one_line_error(capsys, ["evaluate", run, world, "--quiet"], "not a writable folder", "-o")
+    assert snapshot(run) == before  # nothing made in it
     assert main(["evaluate", str(run), str(world), "-o", str(tmp_path / "ev"), "--quiet"]) == 0
     assert (tmp_path / "ev" / "metrics.json").is_file()
 
@@ -447,3 +448,10 @@ def test_predict_refuses_a_dtm_without_one_valid_pixel_instead_of_ignoring_it(wo
     one_line_error(capsys, ["predict", outputs["run"], dem, "--dtm", tmp_path / "dtm.tif", "--out", tmp_path / "pred",
                             "--quiet"], "DTM has no valid elevation")
     assert written(tmp_path / "pred") == []
+
+
+def test_a_refused_evaluation_makes_no_folder(world, outputs, capsys):
+    run = Path(outputs["run"])
+    before = snapshot(run)
+    one_line_error(capsys, ["evaluate", run, world, "--resample", "--quiet"], "--resample")  # its own data
+    assert snapshot(run) == before

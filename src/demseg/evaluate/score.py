@@ -68,7 +68,8 @@ def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = 
     if out is not None:
         _check_evaluation_out(Path(out), run_dir, spec)
     out = _writable_evaluation_folder(Path(out) if out is not None else evaluation_folder(run_dir, spec_path,
-                                                                                          spec.name))
+                                                                                          spec.name),
+                                      given=out is not None)
     if resample:
         return _evaluate_resampled(run_dir, model, config, manifest, spec_path, task, progress, out)
     trained_hashes = set((manifest.get("data") or {}).get("sha256", {}).values())
@@ -82,7 +83,8 @@ def evaluate_run(run_dir: str | Path, spec_path: str | Path, task: str | None = 
     scores = score_tiles(model, config, data, tiles, task)
     record = {"spec": str(spec_path), "task": task, "val_tiles": len(tiles), "tile_ids": [t.id for t in tiles],
               "validation": how, **scores}
-    # metrics.json last: a folder whose evaluation failed holds none (not even an earlier one)
+    # made only now, after every check; metrics.json last: a folder whose evaluation failed holds none
+    _make_evaluation_folder(out)
     (out / "metrics.json").unlink(missing_ok=True)
     if preview_tiles:
         _preview(out / "preview.png", model, config, data, tiles[:preview_tiles], task)
@@ -99,14 +101,23 @@ def evaluation_folder(run_dir: str | Path, spec_path: str | Path, name: str) -> 
     return Path(run_dir) / "evaluations" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{digest}"
 
 
-def _writable_evaluation_folder(out: Path) -> Path:
-    """Create ``out`` and check it can be written before anything is scored (a read-only run: one line)."""
+def _writable_evaluation_folder(out: Path, given: bool) -> Path:
+    """``out``, checked writable before anything is scored (a read-only run: one line); made only when written."""
+    import os
+
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        hint = "" if given else "; evaluate writes metrics.json there: pass -o DIR to write it elsewhere"
+        raise DemsegError(f"cannot write the evaluation folder {out} ({existing} is not a writable folder){hint}")
+    return out
+
+
+def _make_evaluation_folder(out: Path) -> Path:
     from demseg.io.folders import make_dir
 
-    try:
-        return make_dir(out)
-    except DemsegError as exc:
-        raise DemsegError(f"{exc}; evaluate writes metrics.json there: pass -o DIR to write it elsewhere") from exc
+    return make_dir(out)
 
 
 def _manifest(run_dir: Path) -> dict:
@@ -147,6 +158,7 @@ def _evaluate_resampled(run_dir, model, config: TrainConfig, manifest: dict, spe
     scores = score_windows(probabilities, windows, task, config.pixel_size_m)
     record = {"spec": str(spec_path), "task": task, "validation": f"every labelled pixel, resampled to "
               f"{config.pixel_size_m:g} m (data the run never saw)", **scores}
+    _make_evaluation_folder(Path(out))
     write_text_atomic(Path(out) / "metrics.json", json.dumps(record, indent=2, default=float))
     return {**scores, "out": str(out)}
 
