@@ -1,4 +1,4 @@
-"""The label-budget protocol: tasks x models x training tiles x seeds, with shared feature caches.
+"""Running the label-budget protocol (planned in :mod:`demseg.train.plan`), with shared feature caches.
 
 Every run of an experiment is scored on the one validation region of the spec
 (:func:`demseg.data.dataset.load_split`). The backbone runs once per (tile, view) for the union
@@ -15,125 +15,33 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from demseg.data.arrays import TileArrays, augmented_rows, tile_arrays
 from demseg.data.dataset import SplitData, load_split
-from demseg.data.normalise import DEFAULT_RECIPE, hillshade
+from demseg.data.normalise import hillshade
 from demseg.data.spec import load_spec
 from demseg.data.tiles import Tile, eligible_tiles, training_subset
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
-from demseg.evaluate.report import (
-    collect_results,
-    plot_curves,
-    plot_noise,
-    write_preview,
-    write_results_csv,
-    write_summary,
-)
+from demseg.evaluate.plots import plot_curves, plot_noise, write_preview
+from demseg.evaluate.report import collect_results
 from demseg.evaluate.scenes import SceneWindows, scene_windows, score_windows
+from demseg.evaluate.tables import write_results_csv, write_summary
 from demseg.io.atomic import write_text_atomic
 from demseg.io.folders import out_dir
 from demseg.models.features import FeatureCache, encode_views
 from demseg.models.inference import predict_cached, predict_images
-from demseg.models.registry import MODELS, build_encoder, uses_backbone
+from demseg.models.registry import build_encoder, uses_backbone
 from demseg.runs.config import TrainConfig
 from demseg.runs.manifest import spec_file_hashes, write_manifest
 from demseg.train.loop import CACHE_DTYPES
+from demseg.train.plan import Arm, ExperimentConfig, arms_of, plan_runs, run_key  # noqa: F401 (re-exported)
 from demseg.train.run import mix_arrays, resolve_init, run_inputs, train_model, working_pixel_size
-
-
-class ExperimentConfig(BaseModel):
-    """The protocol's grid and the training settings shared by its runs."""
-
-    model_config = ConfigDict(allow_inf_nan=False, extra="forbid", protected_namespaces=())
-    tasks: list[str] = Field(["buildings"], description="Tasks to run, comma-separated (buildings, roads).")
-    models: list[str] = Field(["mae-upernet", "unet"], description="Models to compare, comma-separated.")
-    backbone_weights: list[str] = Field(["dem-tiny"], description="Backbone weights to compare for backbone "
-                                                                 "models, comma-separated (dem-tiny, random, paths).")
-    train_tiles: list[int] = Field([10, 50, 200, 450], description="Label budgets, comma-separated (nested subsets).")
-    seeds: int = Field(3, gt=0, description="Seeds per cell (seeds 0..N-1).")
-    base: TrainConfig = Field(default_factory=TrainConfig, description="Settings shared by every run.")
-    preview_tiles: int = Field(4, ge=0, description="Validation tiles shown in each preview PNG (0: none).")
-    score_on: list[str] = Field([], description="Other dataset specs, comma-separated: every run is also scored on "
-                                                "every labelled pixel of their scenes (resampled to the training "
-                                                "pixel size, windows blended as in predict).")
-
-    @field_validator("models")
-    @classmethod
-    def _known_models(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in MODELS]
-        if unknown:
-            raise ValueError(f"unknown model {unknown[0]!r} (choose from {', '.join(MODELS)})")
-        return value
-
-    @model_validator(mode="after")
-    def _crops_need_a_unet(self) -> ExperimentConfig:
-        if self.base.crop_px and all(uses_backbone(model) for model in self.models):
-            raise ValueError(f"--crop-px trains the unet on crops; the grid has no unet ({','.join(self.models)})")
-        return self
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One compared model: a model name, for backbone models its weights, and the shared variant settings."""
-
-    model: str
-    weights: str
-    finetune: str = "none"
-    init: str | None = None
-    coarsen: tuple[int, ...] = ()
-    mix: str | None = None
-    recipe: str = DEFAULT_RECIPE
-    auxiliary: tuple[str, ...] = ()
-    label_noise: str = ""
-    crop_px: int | None = None
-
-    @property
-    def label(self) -> str:
-        label = self.model if self.weights == "-" else f"{self.model}@{Path(self.weights).stem}"
-        if self.recipe != DEFAULT_RECIPE:
-            label += f"+{self.recipe}"
-        if self.finetune != "none" and self.weights != "-":
-            label += f"+ft-{self.finetune}"
-        if self.init:
-            label += f"+init-{Path(self.init).name}"
-        if self.coarsen:
-            label += "+coarsen-" + "-".join(map(str, self.coarsen))
-        if self.mix:
-            label += f"+mix-{Path(self.mix).parent.name if Path(self.mix).suffix else Path(self.mix).name}"
-        if self.auxiliary:
-            label += "+aux-" + "-".join(self.auxiliary)
-        if self.label_noise:
-            label += "+noise-" + self.label_noise.replace("=", "").replace(",", "-")
-        if self.crop_px:
-            label += f"+crop-{self.crop_px}"
-        return label
-
-
-def arms_of(config: ExperimentConfig) -> list[Arm]:
-    """The models an experiment compares, backbone models once per weights."""
-    arms = []
-    for model in config.models:
-        weights = config.backbone_weights if uses_backbone(model) else ["-"]
-        if config.base.init:
-            weights = weights[:1]  # the backbone comes from the --init run
-        arms += [Arm(model, w, config.base.finetune, config.base.init, tuple(config.base.coarsen), config.base.mix,
-                     config.base.recipe, tuple(config.base.auxiliary), config.base.label_noise,
-                     config.base.crop_px if not uses_backbone(model) else None) for w in weights]
-    return arms
-
-
-def run_key(task: str, arm: Arm, train_tiles: int, seed: int) -> str:
-    """A folder-safe id of one run of the protocol."""
-    return f"{task}__{arm.label.replace('/', '_')}__{train_tiles:04d}tiles__seed{seed}"
 
 
 def _finished_runs(folder: Path) -> bool:
     return any(folder.glob("runs/*/metrics.json"))
-
 
 def _same_experiment(saved: Path, config: ExperimentConfig) -> bool:
     """Whether a saved experiment.json is ``config``; fields added to the configs since take their defaults."""
@@ -141,7 +49,6 @@ def _same_experiment(saved: Path, config: ExperimentConfig) -> bool:
         return ExperimentConfig.model_validate_json(saved.read_text()) == config
     except ValueError:  # unreadable, or written by a version whose values no longer validate
         return False
-
 
 def _open_experiment(out: Path, config: ExperimentConfig, overwrite: bool, inputs: list):
     """The experiment folder, locked: the same experiment resumes; another one needs ``overwrite``.
@@ -154,7 +61,6 @@ def _open_experiment(out: Path, config: ExperimentConfig, overwrite: bool, input
         raise DemsegError(f"output folder exists with a different experiment: {out} "
                           "(pass --overwrite to replace it, or rerun the same command to resume)")
     return out_dir(out, overwrite=overwrite, finished=_finished_runs, keep=same, command="experiment", inputs=inputs)
-
 
 def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | Path, overwrite: bool = False,
                    progress: bool = True, scheduler: str | None = None, scheduler_timeout_s: float = 30.0
@@ -172,7 +78,7 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
     data = load_split(spec_path, config.tasks, config.base.split_config(), progress,
                       pixel_size_m=working_pixel_size(config.base))
     base = config.base.model_copy(update={"pixel_size_m": data.pixel_size_m()})
-    plan = _plan(data, config)
+    plan = plan_runs(data, config)
     _refuse_shared_score_specs(config.score_on, data)
     inputs = [*run_inputs(data.spec, spec_path, config.base), *config.score_on]
     if scheduler:
@@ -201,7 +107,6 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
         _write_outputs(out, rows, config, data, spec_path, time.perf_counter() - started)
     return rows
 
-
 def _absolute(config: ExperimentConfig) -> ExperimentConfig:
     """``config`` with its file paths made absolute, for workers that may run in another folder."""
     def resolved(value: str | None) -> str | None:
@@ -210,7 +115,6 @@ def _absolute(config: ExperimentConfig) -> ExperimentConfig:
     base = config.base.model_copy(update={"mix": resolved(config.base.mix), "init": resolved(config.base.init)})
     return config.model_copy(update={"base": base, "score_on": [resolved(s) for s in config.score_on],
                                      "backbone_weights": [resolved(w) for w in config.backbone_weights]})
-
 
 def _remote_run(spec_path: str, config: ExperimentConfig, item: dict, out: str) -> str:
     """One run of the grid on a Dask worker: it loads the split and writes runs/<key>/metrics.json."""
@@ -224,7 +128,6 @@ def _remote_run(spec_path: str, config: ExperimentConfig, item: dict, out: str) 
     _run_group(data, config, base, task, item["arm"], [item], Path(out), False,
                _score_sets(config, base, task, False))
     return item["key"]
-
 
 def _run_on_dask(spec_path, config: ExperimentConfig, todo: list[dict], out: Path, scheduler: str,
                  timeout_s: float, bar) -> None:
@@ -252,23 +155,6 @@ def _run_on_dask(spec_path, config: ExperimentConfig, todo: list[dict], out: Pat
         raise DemsegError(f"{len(failures)} of {len(todo)} run(s) failed on the cluster; {key}: {message} "
                           "(rerun the same command to retry them)")
 
-
-def _plan(data: SplitData, config: ExperimentConfig) -> list[dict]:
-    plan = []
-    for task in config.tasks:
-        available = len(eligible_tiles(data.tiles, "train", task, config.base.min_labelled_fraction))
-        too_many = [n for n in config.train_tiles if n > available]
-        if too_many:
-            raise DemsegError(f"asked for {max(too_many)} training tiles for {task} but the split has only "
-                              f"{available}")
-        for arm in arms_of(config):
-            for n in config.train_tiles:
-                for seed in range(config.seeds):
-                    plan.append({"task": task, "arm": arm, "train_tiles": n, "seed": seed,
-                                 "key": run_key(task, arm, n, seed)})
-    return plan
-
-
 def _refuse_shared_score_specs(score_on: list[str], data: SplitData) -> None:
     """Other cities must be data the runs never saw: no --score-on spec may share a file with the spec."""
     if not score_on:
@@ -279,14 +165,12 @@ def _refuse_shared_score_specs(score_on: list[str], data: SplitData) -> None:
             raise DemsegError(f"--score-on {spec} shares files with the experiment's own spec: other cities must be "
                               "data the runs never saw (the spec's own validation tiles are scored anyway)")
 
-
 def _score_sets(config: ExperimentConfig, base: TrainConfig, task: str, progress: bool) -> list[SceneWindows]:
     sets = [scene_windows(spec, task, base, progress) for spec in config.score_on]
     names = [s.name for s in sets]
     if len(set(names)) != len(names) or {"validation", "pooled"} & set(names):
         raise DemsegError(f"--score-on specs need distinct names other than 'validation' and 'pooled', got {names}")
     return sets
-
 
 @dataclass
 class _Group:
@@ -300,7 +184,6 @@ class _Group:
     backbone: object | None = None
     caches: tuple[FeatureCache, FeatureCache] | None = None
     cache_seconds: float = 0.0
-
 
 def _prepare_group(data: SplitData, base: TrainConfig, task: str, arm: Arm, subsets: dict, progress: bool) -> _Group:
     union_tiles = sorted({t.id: t for tiles in subsets.values() for t in tiles}.values(), key=lambda t: t.id)
@@ -330,7 +213,6 @@ def _prepare_group(data: SplitData, base: TrainConfig, task: str, arm: Arm, subs
         group.cache_seconds = time.perf_counter() - started
     return group
 
-
 def _scores_elsewhere(model, config: TrainConfig, group: _Group, sets: list[SceneWindows]) -> dict[str, dict]:
     """The run's scores on every other dataset (every labelled pixel of its scenes)."""
     found = {}
@@ -342,7 +224,6 @@ def _scores_elsewhere(model, config: TrainConfig, group: _Group, sets: list[Scen
             probabilities = predict_images(model, windows.arrays.inputs, config.use_amp(), probabilities=True)
         found[windows.name] = score_windows(probabilities, windows, config.task, config.pixel_size_m)
     return found
-
 
 def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, task: str, arm: Arm,
                runs: list[dict], out: Path, progress: bool, score_sets: list[SceneWindows]) -> None:
@@ -384,7 +265,6 @@ def _run_group(data: SplitData, config: ExperimentConfig, base: TrainConfig, tas
                   "scored_on": _scores_elsewhere(model, run_config, group, score_sets)}
         write_text_atomic(run_dir / "metrics.json", json.dumps(record, indent=1, default=float))
 
-
 def _preview(path: Path, model, config: TrainConfig, caches, group: _Group, data: SplitData, count: int) -> None:
     n = min(len(group.val_tiles), count)
     if caches is not None:
@@ -399,7 +279,6 @@ def _preview(path: Path, model, config: TrainConfig, caches, group: _Group, data
     label = config.model if not uses_backbone(config.model) else f"{config.model} [{config.backbone_weights}]"
     write_preview(path, shades, list(group.val.targets[:n]), predictions,
                   f"{config.task}: {label}, {config.train_tiles} tiles, seed {config.seed}")
-
 
 def _write_outputs(out: Path, rows: list[dict], config: ExperimentConfig, data: SplitData,
                    spec_path: str | Path, seconds: float) -> None:
