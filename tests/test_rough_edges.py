@@ -455,3 +455,18 @@ def test_a_refused_evaluation_makes_no_folder(world, outputs, capsys):
     before = snapshot(run)
     one_line_error(capsys, ["evaluate", run, world, "--resample", "--quiet"], "--resample")  # its own data
     assert snapshot(run) == before
+
+
+def test_every_commands_manifest_starts_with_the_same_provenance(outputs, tmp_path):
+    from test_quickstart import write_city
+
+    laz = write_city(tmp_path / "city.laz")
+    assert main(["rasterize", str(laz), "--pixel-size-m", "1", "--crs", "EPSG:28992", "--out",
+                 str(tmp_path / "rast"), "--quiet"]) == 0
+    folders = {"train": outputs["run"], "pretrain": outputs["ckpt"], "experiment": outputs["exp"],
+               "rasterize": tmp_path / "rast"}
+    for command, folder in folders.items():
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        assert manifest["tool"] == f"demseg {command}", folder
+        assert {"created_utc", "command", "config", "versions"} <= set(manifest), folder
+        assert manifest["versions"]["torch"] and isinstance(manifest["config"], dict), folder

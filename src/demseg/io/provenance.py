@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import sys
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -28,3 +30,14 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def provenance(tool: str, config: dict, argv: list[str] | None = None) -> dict:
+    """The keys every demseg manifest starts with: which command made it, when, with what settings and versions.
+
+    Train runs, experiments, pre-training and rasterize all build their ``manifest.json`` on it and
+    add their own keys (data hashes, tiles, inputs) after.
+    """
+    return {"tool": f"demseg {tool}", "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(argv if argv is not None else sys.argv), "config": config,
+            "versions": package_versions()}

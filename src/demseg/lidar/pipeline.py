@@ -41,7 +41,7 @@ from demseg.data.spec import DEFAULT_CLASSES
 from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_folder
 from demseg.io.folders import MARKER, check_output_path, made_by
-from demseg.io.provenance import file_sha256
+from demseg.io.provenance import file_sha256, provenance
 from demseg.io.raster import GridSpec, write_geotiff
 from demseg.lidar.accumulate import CellAccumulator
 from demseg.lidar.channels import channel_raster, choose_channels
@@ -236,8 +236,7 @@ def _manifest(files: list[PointFile], config: RasterizeConfig, grid: GridSpec, v
               acc: CellAccumulator, summary: dict, tasks: dict[str, int], skipped: dict[str, str]) -> dict:
     traits = acc.channels.files if acc.channels is not None else {}
     return {
-        "tool": "demseg rasterize", "demseg_version": __version__,
-        "config": config.model_dump(mode="json"),
+        **provenance("rasterize", config.model_dump(mode="json")), "demseg_version": __version__,
         "inputs": [{"path": str(f.path.resolve()), "sha256": file_sha256(f.path), "points": f.point_count,
                     "las_version": f.version, "point_format": f.point_format,
                     "declared_crs": f.declared_crs.to_string() if f.declared_crs is not None else None,

@@ -22,7 +22,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -425,7 +424,7 @@ def _holds_checkpoint(folder: Path) -> bool:
 
 def _write_reports(out: Path, model, pools: Pools, config: PretrainConfig, losses: list[float], summary: dict,
                    last_step: int) -> None:
-    from demseg.io.provenance import file_sha256, package_versions
+    from demseg.io.provenance import file_sha256, provenance
     from demseg.pretrain.report import plot_loss, reconstruction_preview
 
     pool = pools.at(last_step)
@@ -433,9 +432,7 @@ def _write_reports(out: Path, model, pools: Pools, config: PretrainConfig, losse
     plot_loss(losses, out / "loss.png")
     reconstruction_preview(model, pool, config, out / "reconstruction.png")
     manifest = {
-        "command": " ".join(sys.argv),
-        "config": json.loads(config.model_dump_json()),
-        "versions": package_versions(),
+        **provenance("pretrain", json.loads(config.model_dump_json())),
         "sources": [{"id": s.id, "dem": str(s.dem), "sha256": file_sha256(s.dem),
                      "dtm_sha256": file_sha256(s.dtm) if s.dtm else None} for s in pools.sources],
         "skipped_sources": pools.skipped,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 from demseg.data.spec import DatasetSpec
 from demseg.io.atomic import write_text_atomic
-from demseg.io.provenance import file_sha256, package_versions
+from demseg.io.provenance import file_sha256, provenance
 
 
 def spec_file_hashes(spec: DatasetSpec) -> dict[str, str]:
@@ -27,13 +25,10 @@ def spec_file_hashes(spec: DatasetSpec) -> dict[str, str]:
 
 
 def write_manifest(path: str | Path, config: dict, spec: DatasetSpec | None, tile_ids: dict[str, list[str]],
-                   argv: list[str] | None = None, extra: dict | None = None) -> Path:
-    """Write a manifest JSON (atomically) describing how an output was made."""
+                   argv: list[str] | None = None, extra: dict | None = None, tool: str = "train") -> Path:
+    """Write a manifest JSON (atomically) describing how an output was made: :func:`provenance`, data, tiles."""
     manifest = {
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(argv if argv is not None else sys.argv),
-        "config": config,
-        "versions": package_versions(),
+        **provenance(tool, config, argv),
         "data": {"spec_name": spec.name, "spec_root": str(spec.root), "sha256": spec_file_hashes(spec)} if spec else None,
         "tiles": tile_ids,
     }

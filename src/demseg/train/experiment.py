@@ -300,4 +300,4 @@ def _write_outputs(out: Path, rows: list[dict], config: ExperimentConfig, data: 
     plot_noise(rows, out / "noise.png")
     write_manifest(out / "manifest.json", json.loads(config.model_dump_json()), data.spec,
                    {"split": {t.id: t.split for t in data.tiles}}, argv=sys.argv,
-                   extra={"runs": len(rows), "seconds_this_invocation": round(seconds, 1)})
+                   extra={"runs": len(rows), "seconds_this_invocation": round(seconds, 1)}, tool="experiment")
