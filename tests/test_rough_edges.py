@@ -470,3 +470,17 @@ def test_every_commands_manifest_starts_with_the_same_provenance(outputs, tmp_pa
         assert manifest["tool"] == f"demseg {command}", folder
         assert {"created_utc", "command", "config", "versions"} <= set(manifest), folder
         assert manifest["versions"]["torch"] and isinstance(manifest["config"], dict), folder
+
+
+def test_finetune_with_a_unet_is_refused_in_python_too(world, tmp_path):
+    from demseg.errors import DemsegError
+    from demseg.evaluate.metrics import SegmentationScorer
+    from demseg.runs.config import TrainConfig
+    from demseg.train.experiment import ExperimentConfig, run_experiment
+    from demseg.train.run import train_run
+
+    with pytest.raises(DemsegError, match="--finetune top-1 .*unet has none"):
+        train_run(world, TrainConfig(model="unet", finetune="top-1"), tmp_path / "run", SegmentationScorer)
+    with pytest.raises(DemsegError, match="--finetune top-1"):
+        run_experiment(world, ExperimentConfig(models=["unet"], base=TrainConfig(finetune="top-1")), tmp_path / "ex")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "ex").exists()

@@ -274,9 +274,9 @@ def _train_configs(args: argparse.Namespace) -> dict:
     config = make_config(TrainConfig, laid_over(args.preset, task, given))
     if config.crop_px and uses_backbone(config.model):
         raise DemsegError(f"--crop-px is for the unet; {config.model} trains on whole tiles")
-    if config.finetune != "none" and not uses_backbone(config.model):
-        raise DemsegError(f"--finetune {config.finetune} fine-tunes a ViT backbone (mae-upernet, mae-detail); "
-                          f"{config.model} has none: leave --finetune out, or choose a --model with a backbone")
+    from demseg.train.run import check_finetune_fits
+
+    check_finetune_fits(config.finetune, [config.model])
     return {"train": config}
 
 
@@ -384,11 +384,9 @@ def _experiment_configs(args: argparse.Namespace) -> dict:
         given = {**recipe, **given}
     base = make_config(TrainConfig, given)
     experiment = make_config(ExperimentConfig, {**grid, "base": base})
-    from demseg.models.registry import uses_backbone
+    from demseg.train.run import check_finetune_fits
 
-    if base.finetune != "none" and not any(uses_backbone(model) for model in experiment.models):
-        raise DemsegError(f"--finetune {base.finetune} fine-tunes a ViT backbone (mae-upernet, mae-detail); none "
-                          f"of --models {','.join(experiment.models)} has one: leave --finetune out")
+    check_finetune_fits(base.finetune, experiment.models)
     return {"experiment": experiment}
 
 

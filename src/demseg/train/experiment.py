@@ -37,7 +37,14 @@ from demseg.runs.config import TrainConfig
 from demseg.runs.manifest import spec_file_hashes, write_manifest
 from demseg.train.loop import CACHE_DTYPES
 from demseg.train.plan import Arm, ExperimentConfig, arms_of, plan_runs, run_key  # noqa: F401 (re-exported)
-from demseg.train.run import mix_arrays, resolve_init, run_inputs, train_model, working_pixel_size
+from demseg.train.run import (
+    check_finetune_fits,
+    mix_arrays,
+    resolve_init,
+    run_inputs,
+    train_model,
+    working_pixel_size,
+)
 
 
 def _finished_runs(folder: Path) -> bool:
@@ -74,6 +81,7 @@ def run_experiment(spec_path: str | Path, config: ExperimentConfig, out: str | P
     resumes from what they wrote, and a run that fails does not stop the others.
     """
     out = Path(out)
+    check_finetune_fits(config.base.finetune, config.models)
     # the inputs are checked before the folder is made: bad input leaves no experiment folder behind
     data = load_split(spec_path, config.tasks, config.base.split_config(), progress,
                       pixel_size_m=working_pixel_size(config.base))

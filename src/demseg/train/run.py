@@ -191,6 +191,13 @@ def run_inputs(spec: DatasetSpec, spec_path, config: TrainConfig) -> list:
     return inputs
 
 
+def check_finetune_fits(finetune: str, models: list[str]) -> None:
+    """Refuse ``--finetune`` where no model has a ViT backbone to fine-tune (a UNet would silently ignore it)."""
+    if finetune != "none" and not any(uses_backbone(model) for model in models):
+        raise DemsegError(f"--finetune {finetune} fine-tunes a ViT backbone (mae-upernet, mae-detail); "
+                          f"{','.join(models)} has none: leave --finetune out, or choose a --model with a backbone")
+
+
 def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, scorer: ScorerFactory,
               overwrite: bool = False, progress: bool = True, resume: bool = False) -> dict[str, float]:
     """Train one model on a spec and write its run folder; returns the best validation scores.
@@ -201,6 +208,7 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, score
     stops); ``resume`` continues an unfinished run from it, with the same settings.
     """
     out = Path(out)
+    check_finetune_fits(config.finetune, [config.model])
     if resume and not (out / CHECKPOINT_FILE).is_file():
         raise DemsegError(f"nothing to resume: {out} holds no training checkpoint ({CHECKPOINT_FILE})")
     if resume and is_finished_run(out):
