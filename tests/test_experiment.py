@@ -325,3 +325,31 @@ def test_report_labels_apart_the_same_model_run_with_different_settings(tmp_path
     with pytest.raises(DemsegError, match=r"--reference unet .*unet \[iters=100\]; unet \[iters=300\]"):
         combine_experiments([short, long], tmp_path / "out", reference="unet")
     assert not (tmp_path / "out").exists()
+
+
+def test_scoring_blends_windows_exactly_as_whole_scene_prediction_does(tmp_path):
+    import rasterio
+
+    from demseg.data.synth import generate_world
+    from demseg.evaluate.scenes import blend_scene, scene_windows
+    from demseg.io.raster import read_dem
+    from demseg.models.inference import predict_images
+    from demseg.models.registry import build
+    from demseg.predict.sliding import as_input, predict_rasters
+    from demseg.runs.config import TrainConfig
+
+    spec = generate_world(tmp_path / "w", scenes=1, size_px=150, seed=3, progress=False)  # 150: windows overlap
+    config = TrainConfig(model="unet", recipe="relief+slope", unet_width=4, tile_size_px=64, pixel_size_m=0.5)
+    model = build(config).eval()
+    windows = scene_windows(spec, "buildings", config)
+    probabilities = predict_images(model, windows.arrays.inputs, amp=False, probabilities=True)
+    blended = blend_scene(windows, probabilities, "s000")
+    scene = tmp_path / "w" / "s000"
+    grid = read_dem(scene / "dem.tif").grid
+    predict_rasters(model, config, as_input(scene / "dem.tif", scene / "dtm.tif"), grid, tmp_path / "mask.tif",
+                    tmp_path / "prob.tif")
+    with rasterio.open(tmp_path / "prob.tif") as src:
+        percent = src.read(1)
+    known = percent != 255  # predict writes nodata where the DEM has none; scoring ignores those pixels
+    assert known.sum() > 0.9 * known.size and np.isfinite(blended[known]).all()
+    assert np.abs(np.rint(blended[known] * 100) - percent[known]).max() <= 1  # the same blend, up to rounding

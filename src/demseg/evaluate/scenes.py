@@ -2,13 +2,15 @@
 
 Every labelled pixel of every scene counts (not only whole tiles): windows of the model's tile
 size overlap by 25 %, the last one flush with the scene's edge, and their probabilities are
-blended with the same Hann weights as whole-scene prediction. Scenes are first resampled to the
+blended by whole-scene prediction's own blender (``predict.sliding.StripAccumulator``, one scene
+in memory at a time), and each scene is scored whole. Scenes are first resampled to the
 training pixel size, so objects keep their size in pixels. The windows' frozen backbone features
 can be cached once and reused by every run that shares the backbone.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from demseg.data.scene import IGNORE, Scene
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
 from demseg.models.features import FeatureCache
-from demseg.predict.sliding import blend_weights, window_offsets, window_stride
+from demseg.predict.sliding import StripAccumulator, blend_weights, window_offsets, window_stride
 from demseg.runs.config import TrainConfig
 
 SCORING_OVERLAP = 0.25
@@ -70,21 +72,42 @@ def scene_windows(spec: str | Path, task: str, config: TrainConfig, progress: bo
     return SceneWindows(data.spec.name, data.scenes, windows, arrays, size)
 
 
-def score_windows(probabilities: list[np.ndarray], windows: SceneWindows, task: str, pixel_size_m: float) -> dict:
-    """Every metric over all labelled pixels of the scenes, from the windows' blended probabilities."""
-    weights = blend_weights(windows.tile_size_px)
-    sums = {sid: np.zeros(s.grid.shape, np.float32) for sid, s in windows.scenes.items()}
-    norms = {sid: np.zeros(s.grid.shape, np.float32) for sid, s in windows.scenes.items()}
+def blend_scene(windows: SceneWindows, probabilities: list[np.ndarray], scene_id: str) -> np.ndarray:
+    """The blended probability of one scene (NaN where no window reached), through predict's own blender.
+
+    Windows are added row by row to :class:`~demseg.predict.sliding.StripAccumulator` and its
+    finished rows taken off as whole-scene prediction takes them, so scoring and ``demseg predict``
+    blend alike by construction.
+    """
     size = windows.tile_size_px
-    for (scene_id, row, col), probability in zip(windows.windows, probabilities, strict=True):
-        sums[scene_id][row:row + size, col:col + size] += probability * weights
-        norms[scene_id][row:row + size, col:col + size] += weights
+    height, width = windows.scenes[scene_id].grid.shape
+    weights = blend_weights(size)
+    by_row: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
+    for (sid, row, col), probability in zip(windows.windows, probabilities, strict=True):
+        if sid == scene_id:
+            by_row[row].append((col, probability))
+    offsets = window_offsets(height, size, window_stride(size, SCORING_OVERLAP))
+    strip = StripAccumulator(size, width)
+    blended = np.full((height, width), np.nan, np.float32)
+    for index, row in enumerate(offsets):
+        for col, probability in by_row.get(row, []):
+            strip.add(col, probability, weights)
+        until = offsets[index + 1] if index + 1 < len(offsets) else height
+        blended[row:until] = strip.pop_rows(until - row)
+    return blended
+
+
+def score_windows(probabilities: list[np.ndarray], windows: SceneWindows, task: str, pixel_size_m: float) -> dict:
+    """Every metric over all labelled pixels of the scenes, from the windows' blended probabilities.
+
+    Each scene is scored whole, so objects and boundaries are never cut at a window's edge.
+    """
     scorer = SegmentationScorer(task, pixel_size_m)
     pixels, raised_fp, raised_negatives = 0, 0, 0
     for scene_id in sorted({w[0] for w in windows.windows}):
-        covered = norms[scene_id] > 0
-        prediction = (np.divide(sums[scene_id], norms[scene_id], where=covered,
-                                out=np.zeros_like(sums[scene_id])) > 0.5).astype(np.uint8)
+        blended = blend_scene(windows, probabilities, scene_id)
+        covered = ~np.isnan(blended)
+        prediction = ((np.where(covered, blended, 0.0)) > 0.5).astype(np.uint8)
         scene = windows.scenes[scene_id]
         target = scene.targets[task].copy()
         target[~covered] = IGNORE
