@@ -23,10 +23,11 @@ from demseg.data.scene import IGNORE, Scene
 from demseg.errors import DemsegError
 from demseg.evaluate.metrics import SegmentationScorer
 from demseg.models.features import FeatureCache
+from demseg.predict.config import DEFAULT_OVERLAP
 from demseg.predict.sliding import StripAccumulator, blend_weights, window_offsets, window_stride
 from demseg.runs.config import TrainConfig
 
-SCORING_OVERLAP = 0.25
+SCORING_OVERLAP = DEFAULT_OVERLAP  # windows overlap as in demseg predict
 RAISED_HEIGHT_M = 2.5  # above a car, below a one-storey roof
 
 

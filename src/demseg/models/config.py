@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from demseg.data.normalise import DEFAULT_RECIPE
+from demseg.data.tiles import DEFAULT_TILE_SIZE_PX
 from demseg.models.precision import resolve_dtype, resolve_precision
 from demseg.models.vit import DEFAULT_TAP_BLOCKS
 
@@ -34,7 +35,7 @@ class ModelConfig(BaseModel):
                                   description="Transformer blocks (0-indexed) feeding the pyramid.")
     recipe: str = Field(DEFAULT_RECIPE, description="Normalisation recipe: channels joined by '+', e.g. "
                                                     "relief+slope or minmax (the paper's).")
-    tile_size_px: int = Field(224, gt=0, description="Tile side in pixels (a multiple of 16).")
+    tile_size_px: int = Field(DEFAULT_TILE_SIZE_PX, gt=0, description="Tile side in pixels (a multiple of 16).")
     head_width: int = Field(64, gt=0, description="UperNet channel width (CPU-sized; the paper's "
                                                   "MMSegmentation head is 512).")
     neck_width: int = Field(64, ge=0, description="Project tokens to this width before the pyramid "

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # what decides the content of a scene's outputs: a done record made with other values does not count
 OUTPUT_FIELDS = ("overlap", "tta", "min_area_m2", "simplify_m", "regularise", "split_step_m", "min_part_m2",
                  "bridge_gap_m", "min_spur_m", "engine", "resample")
+DEFAULT_OVERLAP = 0.25  # the one default window overlap: predict and whole-scene scoring
 MAX_OVERLAP = 0.9  # 0.9 already predicts every pixel 100 times; closer to 1 the windows multiply without bound
 
 
@@ -21,7 +22,7 @@ class PredictConfig(BaseModel):
     """Options of whole-scene prediction (sliding windows, vectorising, scale-out)."""
 
     model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
-    overlap: float = Field(0.25, ge=0, le=MAX_OVERLAP, description="Window overlap, 0 to 0.9; overlapping windows "
+    overlap: float = Field(DEFAULT_OVERLAP, ge=0, le=MAX_OVERLAP, description="Window overlap, 0 to 0.9; overlapping windows "
                                                                    "are blended with a Hann weight.")
     tta: bool = Field(False, description="Average the 8 flips and rotations of every window (8x slower).")
     batch_size: int = Field(8, gt=0, description="Windows per forward pass.")

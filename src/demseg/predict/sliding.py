@@ -37,7 +37,7 @@ from demseg.io.folders import os_error_message
 from demseg.io.raster import GridSpec, open_grid, read_dem
 from demseg.io.styles import add_mask_colormap
 from demseg.models.upernet import MaeUperNet
-from demseg.predict.config import MAX_OVERLAP
+from demseg.predict.config import DEFAULT_OVERLAP, MAX_OVERLAP
 from demseg.runs.config import TrainConfig
 
 NODATA = IGNORE  # mask and probability rasters: 255, no elevation, no prediction
@@ -287,7 +287,7 @@ def _padded(array: np.ndarray, height: int, width: int, fill) -> np.ndarray:
 
 
 def predict_rasters(model: nn.Module, config: TrainConfig, source: DemInput, grid: GridSpec, mask_path: Path,
-                    prob_path: Path, overlap: float = 0.25, tta: bool = False, batch_size: int = 8,
+                    prob_path: Path, overlap: float = DEFAULT_OVERLAP, tta: bool = False, batch_size: int = 8,
                     progress: bool = False, timer: StageTimer | None = None, tags: dict | None = None) -> int:
     """Predict a scene into two uint8 GeoTIFFs (mask, percent) on its grid; returns the valid pixel count.
 

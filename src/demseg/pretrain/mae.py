@@ -35,6 +35,7 @@ from transformers import ViTMAEForPreTraining
 
 from demseg.data.augment import coarsen_within, dihedral
 from demseg.data.normalise import DEFAULT_RECIPE, recipe_channels
+from demseg.data.tiles import DEFAULT_TILE_SIZE_PX
 from demseg.errors import DemsegError
 from demseg.io.atomic import atomic_path, write_text_atomic
 from demseg.io.folders import made_by, out_dir
@@ -60,7 +61,7 @@ class PretrainConfig(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False, extra="forbid", protected_namespaces=())
     arch: Literal["tiny", "small", "base"] = Field("tiny", description="ViT encoder size.")
     recipe: str = Field(DEFAULT_RECIPE, description="Normalisation recipe; the downstream run must use the same.")
-    tile_size_px: int = Field(224, gt=0, description="Side of the tiles that are normalised (as downstream).")
+    tile_size_px: int = Field(DEFAULT_TILE_SIZE_PX, gt=0, description="Side of the tiles that are normalised (as downstream).")
     crop_size_px: int | None = Field(None, gt=0, description="Side of the random crops the MAE sees, cut from "
                                      "normalised tiles (a multiple of the patch size; default: the tile). "
                                      "Smaller crops are ~4x cheaper per image at half the side; the fixed "
