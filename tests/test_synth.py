@@ -44,6 +44,7 @@ STYLE_SCENES = {"mixed": 8}
 FRACTIONS = {
     "mixed": ((0.20, 0.35), (0.10, 0.25)),
     "dense": ((0.35, 0.55), (0.10, 0.25)),  # Amsterdam ~45 % buildings
+    "streets": ((0.15, 0.35), (0.18, 0.38)),  # all traffic areas: real cities 25-30 % (issue 24)
     "suburban": ((0.08, 0.25), (0.10, 0.25)),  # generator version 1, kept as it was: ~21 %
     "canopy": ((0.08, 0.20), (0.10, 0.25)),
     "rowhouse": ((0.15, 0.35), (0.10, 0.25)),
@@ -203,8 +204,7 @@ def test_labels_are_burnt_from_the_building_and_road_vectors(style_scenes, style
 
 @pytest.mark.parametrize("style", STYLES)
 def test_buildings_stand_3_to_60_m_above_the_bare_earth(style_scenes, style):
-    scene = style_scenes(style)[0]
-    assert len(scene.buildings) >= 5
+    scene = next(scene for scene in style_scenes(style) if len(scene.buildings) >= 5)  # industrial: few halls
     assert np.all((scene.building_heights_m >= 3.0) & (scene.building_heights_m <= 60.0))
     ids = features.rasterize(((b, i + 1) for i, b in enumerate(scene.buildings)),
                              out_shape=scene.labels.shape,
@@ -579,5 +579,5 @@ def test_bad_arguments_raise_one_clear_error(tmp_path, kwargs, message):
 def test_generate_scene_rejects_tiny_sizes_and_unknown_styles():
     with pytest.raises(DemsegError, match="size_px"):
         generate_scene(0, size_px=63)
-    with pytest.raises(DemsegError, match="style must be one of mixed, dense, suburban"):
+    with pytest.raises(DemsegError, match="style must be one of mixed, dense, streets, suburban"):
         generate_scene(0, size_px=64, style="Suburban")

@@ -36,11 +36,10 @@ name_list = list_of(str)
 TRAIN_GROUPS = {
     "data": ["val_tiles", "tile_size_px", "pixel_size_m", "split_seed", "min_train_fraction", "min_valid_fraction",
              "label_noise"],
-    "model": ["init", "arch", "recipe", "head_width", "neck_width", "unet_width", "detail_width", "aux_head",
-              "auxiliary"],
-    "training": ["iters", "batch_size", "lr", "class_weighting", "val_every", "finetune", "layer_decay", "lp_fraction",
-                 "views",
-                 "crop_px", "coarsen", "mix", "mix_tiles", "mix_share"],
+    "model": ["init", "arch", "recipe", "head_width", "neck_width", "unet_width", "unet_context", "detail_width",
+              "aux_head", "auxiliary"],
+    "training": ["iters", "batch_size", "lr", "class_weighting", "connectivity", "val_every", "finetune",
+                 "layer_decay", "lp_fraction", "views", "crop_px", "coarsen", "mix", "mix_tiles", "mix_share"],
     "compute": ["cached", "backbone_dtype"],
 }
 TRAIN_FIELDS = [name for names in TRAIN_GROUPS.values() for name in names]
@@ -81,8 +80,8 @@ def _add_synth(commands) -> None:
     from demseg.data.synth import STYLES
 
     p.add_argument("--style", choices=list(STYLES), default=_default(generate_world, "style"),
-                   help=f"urban form: mixed districts, dense old towns, or one district kind "
-                        f"(default {_default(generate_world, 'style')})")
+                   help=f"urban form: mixed districts, dense old towns, streets (mixed, with parking bays, cycle "
+                        f"paths and tram beds: for roads), or one district kind (default {_default(generate_world, 'style')})")
     p.add_argument("--overwrite", action="store_true", help="replace a synthetic world already in the folder")
     _chatter(p)
     p.set_defaults(func=_cmd_synth)

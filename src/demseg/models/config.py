@@ -46,6 +46,10 @@ class ModelConfig(BaseModel):
                         "labels that carry it, such as a synthetic world): trees become a class of their own "
                         "instead of plain background. Tiles without the class's labels only say 'not the target'.")
     unet_width: int = Field(16, gt=0, description="UNet base width (doubles over 4 levels; the paper's UNet: 32).")
+    unet_context: int = Field(0, ge=0, le=6, description="Dilated context blocks at the UNet's bottleneck (dilations "
+                                                        "2, 4, 8, ...): block k widens what each pixel sees by "
+                                                        "2^(k+6) px, so 3 blocks add 448 px (224 m at 0.5 m). For "
+                                                        "long structures such as roads; 0: the plain UNet.")
     detail_width: int = Field(16, gt=0, description="Width of mae-detail's full-resolution branch (doubles at "
                                                     "strides 2 and 4).")
     finetune: str = Field("none", description="Backbone blocks that train: none (frozen, the paper's), top-K (the "

@@ -76,7 +76,8 @@ def _mae_detail(config: ModelConfig, backbone: MaeBackbone | None, seed: int) ->
 
 def _unet(config: ModelConfig, backbone: MaeBackbone | None, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return UNet(recipe_channels(config.recipe), config.num_classes(), base_width=config.unet_width)
+    return UNet(recipe_channels(config.recipe), config.num_classes(), base_width=config.unet_width,
+                context_blocks=config.unet_context)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ MODELS: dict[str, ModelEntry] = {
                               "MAE ViT + UperNet through blocks 3/5/7/11 (the paper's)"),
     "mae-detail": ModelEntry(_mae_detail, True, ("head_width", "neck_width", "detail_width"),
                              "the same plus a full-resolution convolutional detail path"),
-    "unet": ModelEntry(_unet, False, ("unet_width",), "a UNet trained from scratch"),
+    "unet": ModelEntry(_unet, False, ("unet_width", "unet_context"), "a UNet trained from scratch"),
 }
 
 

@@ -44,6 +44,10 @@ class TrainConfig(ModelConfig):
                                  "rare class counts as much as a common one) or none (plain cross entropy: keeps "
                                  "the balance a pre-trained start learnt).")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
+    connectivity: float = Field(
+        0.0, ge=0, description="Weight of a connectivity loss (soft clDice: the predicted skeleton inside the true "
+                               "mask, the true skeleton covered by the prediction) added to the cross entropy; a gap "
+                               "that cuts a road costs more than its pixels. For roads, e.g. 0.5; 0: off.")
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Linear warm-up share of the iterations.")
     poly_power: float = Field(0.9, gt=0, description="Polynomial decay power after warm-up.")
     val_every: int = Field(30, gt=0, description="Validate every N iterations (and at the last); the best-IoU "

@@ -31,6 +31,7 @@ from demseg.models.features import FeatureCache, encode_views
 from demseg.models.inference import _autocast, cached_logits, predict_cached, predict_images, view_images
 from demseg.models.registry import uses_backbone
 from demseg.runs.config import TrainConfig
+from demseg.train.connectivity import cldice_loss
 
 CACHE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -129,6 +130,15 @@ def segmentation_loss(logits, target: torch.Tensor, weights: torch.Tensor, aux_w
     if logits.shape[1] == 2:
         return F.cross_entropy(logits.float(), target, weight=weights, ignore_index=IGNORE)
     return _partial_label_loss(logits.float(), target, weights)
+
+
+def connectivity_loss(logits, target: torch.Tensor) -> torch.Tensor:
+    """Soft clDice of the target class (:mod:`demseg.train.connectivity`) over labelled pixels."""
+    main = logits[0] if isinstance(logits, (tuple, list)) else logits
+    if main.shape[-2:] != target.shape[-2:]:
+        main = F.interpolate(main, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    probability = torch.softmax(main.float(), dim=1)[:, 1]
+    return cldice_loss(probability, target == 1, target != IGNORE)
 
 
 def _partial_label_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -246,6 +256,8 @@ def fit(config: TrainConfig, model: nn.Module, train: TileArrays, val: TileArray
                 logits = model(view_images(train.inputs, tiles, views, corners, config.crop_px))
                 target = view_images(train.targets, tiles, views, corners, config.crop_px).long()
         loss = segmentation_loss(logits, target, weights)
+        if config.connectivity:
+            loss = loss + config.connectivity * connectivity_loss(logits, target)
         if not torch.isfinite(loss):
             raise DemsegError(f"training diverged: the loss is {float(loss.detach())} at step {step + 1} (check the inputs "
                               "for extreme values, or lower --lr); nothing was saved as finished")

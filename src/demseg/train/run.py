@@ -97,8 +97,8 @@ def save_run(out: Path, config: TrainConfig, model: nn.Module, result: FitResult
     write_text_atomic(out / "config.json", config.model_dump_json(indent=2))
 
 
-INIT_MUST_MATCH = ("model", "task", "recipe", "arch", "head_width", "neck_width", "unet_width", "detail_width",
-                   "tile_size_px", "auxiliary")
+INIT_MUST_MATCH = ("model", "task", "recipe", "arch", "head_width", "neck_width", "unet_width", "unet_context",
+                   "detail_width", "tile_size_px", "auxiliary")
 
 
 def _shapes_weights(name: str, model: str) -> bool:

@@ -158,7 +158,7 @@ def _try_building(rng: np.random.Generator, site: _Site, road: Road, side: int, 
                   distance_m: float, plan: _Plan, density: float) -> Building | None:
     point, tangent = point_and_tangent(road.line, distance_m)
     normal = side * np.array([-tangent[1], tangent[0]])
-    setback_m = road.sidewalk_m + (rng.uniform(0.5, 2.0) * (1 + 3 * (1 - density)) if row == 0
+    setback_m = road.verge_m + (rng.uniform(0.5, 2.0) * (1 + 3 * (1 - density)) if row == 0
                                    else rng.uniform(16.0, 32.0))
     anchor = point + normal * (road.width_m / 2 + setback_m)
     if not site.inside(anchor, 20.0):
@@ -205,7 +205,7 @@ def _buildings_along(rng: np.random.Generator, site: _Site, road: Road, side: in
 def place_buildings(rng: np.random.Generator, roads: list[Road], water: list[Polygon], density: np.ndarray,
                     canvas: Canvas, claimed: Polygon | None = None) -> list[Building]:
     """Houses along both sides of every road, in a front row and sometimes a back row, outside ``claimed``."""
-    keep_clear = [road.polygon.buffer(road.sidewalk_m + 0.5) for road in roads]
+    keep_clear = [road.polygon.buffer(road.verge_m + 0.5) for road in roads]
     keep_clear += [pond.buffer(3.0) for pond in water]
     keep_clear += [] if claimed is None else [claimed]
     obstacles = shapely.union_all(keep_clear)

@@ -17,7 +17,7 @@ from demseg.data.synth.geometry import polygon_parts
 from demseg.data.synth.roads import Road
 
 DISTRICTS = ("suburban", "canopy", "rowhouse", "perimeter", "oldtown", "industrial")
-STYLES = ("mixed", "dense", *DISTRICTS)
+STYLES = ("mixed", "dense", "streets", *DISTRICTS)
 DEFAULT_STYLE = "mixed"
 DETACHED = ("suburban", "canopy")  # houses placed along the roads, as generator version 1 does
 BLOCK_MARGIN_M = 30.0  # blocks are filled this far past the scene edge, so edge blocks look like inner ones
@@ -62,6 +62,7 @@ _ANY_DISTRICT = {"suburban": 0.2, "canopy": 0.14, "rowhouse": 0.16, "perimeter":
 
 _MIXES = {
     "mixed": _Mix(_ANY_DISTRICT, 0.6, _ANY_DISTRICT),
+    "streets": _Mix(_ANY_DISTRICT, 0.6, _ANY_DISTRICT),  # mixed, with parking bays, cycle paths, tram beds
     "dense": _Mix({"perimeter": 0.55, "oldtown": 0.45}, 0.5,
                   {"perimeter": 0.4, "oldtown": 0.4, "rowhouse": 0.2}),
     **{name: _Mix({name: 1.0}, 0.0, {}) for name in DISTRICTS},
@@ -106,7 +107,7 @@ def district_at(canvas: Canvas, districts: tuple[str, ...], zones: np.ndarray, g
 def _blocks(network: list[Road], hollows: list[Polygon], extent_m: float) -> list[Polygon]:
     """The land between streets (with sidewalks) and water, a little past the scene edge: CCW polygons."""
     area = box(-BLOCK_MARGIN_M, -BLOCK_MARGIN_M, extent_m + BLOCK_MARGIN_M, extent_m + BLOCK_MARGIN_M)
-    cuts = [road.line.buffer(road.width_m / 2 + road.sidewalk_m, cap_style="flat") for road in network]
+    cuts = [road.line.buffer(road.width_m / 2 + road.verge_m, cap_style="flat") for road in network]
     land = area.difference(shapely.union_all(cuts + hollows))
     return [orient(part, 1.0) for part in polygon_parts(land) if part.area > 80.0]
 

@@ -17,7 +17,7 @@ from demseg.data.synth.districts import (
     district_map,
     fill_blocks,
 )
-from demseg.data.synth.roads import STREETS, Road, clip_roads, road_network
+from demseg.data.synth.roads import STREETS, Road, clip_roads, road_network, street_cross_sections
 from demseg.data.synth.roofs import decorated
 from demseg.data.synth.water import district_water, water_bodies, with_canal
 
@@ -62,6 +62,8 @@ def lay_out_districts(rng: np.random.Generator, canvas: Canvas, style: str) -> L
     traits = TRAITS[districts[0]]
     network, theta = road_network(rng, canvas.extent_m, STREETS[districts[0]])
     network, canal = with_canal(rng, network) if rng.random() < traits.canal_p else (network, None)
+    if style == "streets":
+        street_cross_sections(rng, network)
     roads = clip_roads(network, canvas.extent_m)
     water, ponds = district_water(rng, canvas.extent_m, roads, canal, traits.pond_p)
     hollows = [pond.buffer(3.0) for pond in ponds] + ([] if canal is None else [canal.buffer(1.0)])

@@ -1,4 +1,13 @@
-"""Street plans of each district, the road network on a rotated grid, and the road cut into the terrain."""
+"""Street plans of each district, the road network on a rotated grid, and the road cut into the terrain.
+
+A road is a carriageway (``width_m``, a tram bed of ``tram_m`` down its middle where it has one)
+and, on each side, a verge: a parking bay at road level (``parking_m``), a kerb, a cycle path a
+little above the road (``cycle_m``), a second kerb and a sidewalk (``sidewalk_m``); then an
+embankment back into the terrain. Every surface gets its own code in the scene's surface raster
+(:data:`SURFACE_CODES`), so a spec chooses carriageways only or all traffic areas. Only style
+"streets" draws parking bays, cycle paths and tram beds; the other styles keep carriageway and
+sidewalk as before.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +32,61 @@ class Road:
     kerb_m: float = 0.15
     sidewalk_m: float = 2.0
     ramp_m: float = 5.0
+    parking_m: float = 0.0  # parking bay at road level on each side (0: none)
+    cycle_m: float = 0.0  # cycle path beyond the kerb on each side (0: none)
+    cycle_rise_m: float = 0.0  # the cycle path above the road's edge (below the sidewalk)
+    tram_m: float = 0.0  # tram bed down the middle of the carriageway (0: none)
+    tram_rise_m: float = 0.0
 
     @property
     def polygon(self) -> Polygon:
         return self.line.buffer(self.width_m / 2, cap_style="flat")
+
+    @property
+    def traffic_width_m(self) -> float:
+        """Across every traffic area: carriageway (with its tram bed), parking bays and cycle paths."""
+        return self.width_m + 2 * (self.parking_m + self.cycle_m)
+
+    @property
+    def traffic_polygon(self) -> Polygon:
+        return self.line.buffer(self.traffic_width_m / 2, cap_style="flat")
+
+    @property
+    def verge_m(self) -> float:
+        """From the carriageway's edge to the sidewalk's far side: parking bay, cycle path, sidewalk."""
+        return self.parking_m + self.cycle_m + self.sidewalk_m
+
+    def cross_section(self) -> tuple[float, ...]:
+        return (self.kerb_m, self.sidewalk_m, self.ramp_m, self.parking_m, self.cycle_m, self.cycle_rise_m,
+                self.tram_m, self.tram_rise_m)
+
+
+# the surfaces a scene's surface raster tells apart (traffic areas: carriageway, parking, cycle path, tram)
+SURFACE_CODES = {"carriageway": 20, "parking": 21, "cycle_path": 22, "tram": 23, "sidewalk": 24}
+TRAFFIC_SURFACES = ("carriageway", "parking", "cycle_path", "tram")
+
+
+def street_cross_sections(rng: np.random.Generator, roads: list[Road]) -> None:
+    """Give some roads parking bays, cycle paths and tram beds, as streets in a European city have them.
+
+    Main roads: a tram bed in a third of them (the carriageway widened by it), cycle paths in most;
+    streets: parking bays in most, cycle paths in some; lanes and winding roads: a parking bay at times.
+    """
+    chances = {"main": (0.35, 0.75, 0.35), "street": (0.7, 0.3, 0.0), "winding": (0.3, 0.4, 0.0),
+               "lane": (0.3, 0.0, 0.0), "quay": (0.6, 0.2, 0.0)}
+    for road in roads:
+        parking_p, cycle_p, tram_p = chances.get(road.kind, (0.3, 0.2, 0.0))
+        if road.kerb_m == 0.0:  # a rural road: no kerbs, no bays
+            continue
+        if rng.random() < parking_p:
+            road.parking_m = rng.uniform(2.0, 2.6)
+        if rng.random() < cycle_p:
+            road.cycle_m = rng.uniform(1.6, 2.6)
+            road.cycle_rise_m = rng.uniform(0.3, 0.8) * road.kerb_m
+        if rng.random() < tram_p:
+            road.tram_m = rng.uniform(6.0, 7.0)
+            road.tram_rise_m = rng.uniform(0.08, 0.25)
+            road.width_m += road.tram_m
 
 
 @dataclass(frozen=True)
@@ -165,24 +225,30 @@ def clip_roads(roads: list[Road], extent_m: float) -> list[Road]:
         for part in shapely.get_parts(road.line.intersection(reach)):
             if part.geom_type == "LineString" and part.length > 0 \
                     and part.buffer(road.width_m / 2).intersects(scene):
-                pieces.append(Road(part, road.width_m, road.kind, road.kerb_m, road.sidewalk_m, road.ramp_m))
+                pieces.append(Road(part, road.width_m, road.kind, road.kerb_m, road.sidewalk_m, road.ramp_m,
+                                   road.parking_m, road.cycle_m, road.cycle_rise_m, road.tram_m, road.tram_rise_m))
     return [piece for piece in pieces if not piece.polygon.intersection(scene).is_empty]
 
 
 def road_ground(relief: Relief, roads: list[Road], canvas: Canvas,
-                terrain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bare earth with the roads cut in: (dtm, road mask, distance to the nearest road in m).
+                terrain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bare earth with the roads cut in: (dtm, carriageway mask, distance to the nearest carriageway in m,
+    surface codes of :data:`SURFACE_CODES`, 0 elsewhere).
 
-    The road surface follows the smoothed terrain at the nearest centreline point, crowned 2 %;
-    beyond its edge a kerb step and a sidewalk, then an embankment blends back into the terrain.
-    Done on a grid padded by ROAD_PAD_M so that roads just outside the scene shape its edge too.
+    The road surface follows the smoothed terrain at the nearest centreline point, crowned 2 %, a tram
+    bed raised along its middle; beyond its edge a parking bay at road level, a kerb step (part of it up
+    to a cycle path, the rest up to the sidewalk) and a sidewalk, then an embankment blends back into
+    the terrain. Done on a grid padded by ROAD_PAD_M so that roads just outside the scene shape its
+    edge too.
     """
     pad = canvas.pad_px
     inner = (slice(pad, pad + canvas.size_px),) * 2
     profile = relief.sample(canvas.xs_m(pad), canvas.ys_m(pad), roads_only=True)
-    centre_ids = canvas.rasterize([(road.line, 1) for road in roads], "uint8", pad)
+    centre_ids = canvas.rasterize([(road.line, index + 1) for index, road in enumerate(roads)], "uint16", pad)
     to_centre_px, (rows, cols) = ndimage.distance_transform_edt(centre_ids == 0, return_indices=True)
     road_level = profile[rows, cols] - 0.02 * to_centre_px * canvas.pixel_size_m
+    centre_of = centre_ids[rows, cols][inner].astype(int) - 1
+    to_centre_m = to_centre_px[inner] * canvas.pixel_size_m
     road_ids = canvas.rasterize([(road.polygon, index + 1) for index, road in enumerate(roads)], "uint16",
                                 pad)
     to_road_px, (rows, cols) = ndimage.distance_transform_edt(road_ids == 0, return_indices=True)
@@ -190,11 +256,26 @@ def road_ground(relief: Relief, roads: list[Road], canvas: Canvas,
     edge_level = road_level[rows, cols][inner]
     road_level = road_level[inner]
     to_road_m = to_road_px[inner] * canvas.pixel_size_m
-    kerb_m, sidewalk_m, ramp_m = (np.array([getattr(road, name) for road in roads])[nearest]
-                                  for name in ("kerb_m", "sidewalk_m", "ramp_m"))
-    walk_level = edge_level + kerb_m + 0.02 * np.minimum(to_road_m, sidewalk_m)
-    blend = np.clip((to_road_m - sidewalk_m) / ramp_m, 0.0, 1.0)
-    blend = blend * blend * (3 - 2 * blend)
+    sections = np.array([road.cross_section() for road in roads]).reshape(-1, 8)
+    kerb_m, sidewalk_m, ramp_m, parking_m, cycle_m, cycle_rise_m, _, _ = np.moveaxis(sections[nearest], -1, 0)
+    tram_m, tram_rise_m = sections[centre_of, 6], sections[centre_of, 7]
     road_mask = road_ids[inner] > 0
-    dtm = np.where(road_mask, road_level, (1 - blend) * walk_level + blend * terrain)
-    return dtm, road_mask, to_road_m
+    tram = road_mask & (to_centre_m < tram_m / 2)
+    road_level = road_level + np.where(tram, tram_rise_m, 0.0)
+    in_bay = to_road_m <= parking_m
+    on_cycle_path = ~in_bay & (to_road_m <= parking_m + cycle_m)
+    walk_from_m = to_road_m - parking_m - cycle_m
+    walk_level = edge_level + kerb_m + 0.02 * np.clip(walk_from_m, 0.0, sidewalk_m)
+    verge_level = np.select([in_bay, on_cycle_path], [edge_level + 0.01 * to_road_m, edge_level + cycle_rise_m],
+                            walk_level)
+    blend = np.clip((walk_from_m - sidewalk_m) / ramp_m, 0.0, 1.0)
+    blend = blend * blend * (3 - 2 * blend)
+    dtm = np.where(road_mask, road_level, (1 - blend) * verge_level + blend * terrain)
+    # traffic areas are the roads' traffic polygons, so labels and the written vectors agree pixel for pixel
+    traffic = canvas.rasterize([(road.traffic_polygon, 1) for road in roads], "uint8", pad)[inner] > 0
+    codes = SURFACE_CODES
+    surfaces = np.select(
+        [tram, road_mask, traffic & (in_bay | (cycle_m == 0)), traffic, walk_from_m <= sidewalk_m],
+        [codes["tram"], codes["carriageway"], codes["parking"], codes["cycle_path"], codes["sidewalk"]],
+        0).astype(np.uint8)
+    return dtm, road_mask, to_road_m, surfaces

@@ -15,7 +15,7 @@ from demseg.data.synth.canvas import Canvas
 from demseg.data.synth.districts import DEFAULT_STYLE, STYLES
 from demseg.data.synth.geometry import object_array
 from demseg.data.synth.layout import Layout, lay_out, lay_out_districts
-from demseg.data.synth.roads import road_ground
+from demseg.data.synth.roads import SURFACE_CODES, TRAFFIC_SURFACES, road_ground
 from demseg.data.synth.roofs import add_buildings
 from demseg.data.synth.survey import as_survey, interpolated_water, lidar_survey, tin_filled
 from demseg.data.synth.trees import Trees, scene_trees
@@ -41,8 +41,8 @@ class SynthScene:
     Vectors are in metres in the scene's local frame: x east, y north, origin at the south-west
     corner of the scene, so they lie in ``[0, extent_m]``. Per-road and per-tree arrays are aligned.
 
-    Labels follow the map: a building's footprint is building and a carriageway is road even where a crown
-    reaches over them (the DSM shows the crown where it is higher); vegetation is where trees or hedges
+    Labels follow the map: a building's footprint is building and a traffic area (carriageway, parking bay,
+    cycle path, tram bed) is road even where a crown reaches over them (the DSM shows the crown where it is higher); vegetation is where trees or hedges
     taller than HIGH_VEGETATION_M are the top surface over anything else, water included (crowns over
     water return the laser); interpolated water is background; nodata is nodata whatever lies there.
     """
@@ -54,13 +54,16 @@ class SynthScene:
     dsm: np.ndarray  # float32 (H, W), NaN where there is no return (water left so, dropouts)
     dtm: np.ndarray  # float32 (H, W), bare earth with the road cut, NaN where the DSM is
     labels: np.ndarray  # uint8 (H, W): 0 background, 1 building, 2 road, 3 vegetation, 255 nodata (see below)
+    # uint8 (H, W): the labels with road surfaces told apart (SURFACE_CODES: carriageway, parking, cycle path,
+    # tram, sidewalk) instead of road (2), sidewalks where no other label is
+    surfaces: np.ndarray
     buildings: np.ndarray  # shapely Polygons (courtyards and patios as holes; adjoining units share walls)
     building_heights_m: np.ndarray  # roof top (ridge or flat roof) above the ground at the footprint
     building_roofs: np.ndarray  # "flat", "gable", "hip" or "mansard"
     building_districts: np.ndarray  # the district each building belongs to
     road_centrelines: np.ndarray  # shapely LineStrings, reaching a little past the scene edge
-    road_widths_m: np.ndarray
-    road_polygons: np.ndarray  # centreline buffered by half its width (flat caps), clipped to the scene
+    road_widths_m: np.ndarray  # across all traffic areas (carriageway, and parking bays and cycle paths where drawn)
+    road_polygons: np.ndarray  # centreline buffered by half that width (flat caps), clipped to the scene
     water: np.ndarray  # shapely Polygons of ponds and canals
     water_interpolated: np.ndarray  # bool per water polygon: interpolated across from its banks, else nodata
     # bool (H, W): tree crowns and hedges where they are the top surface, over water too (style "suburban":
@@ -129,7 +132,7 @@ class _Cover:
         return (vegetation > HIGH_VEGETATION_M) & (vegetation >= self.cars)
 
 
-def _cover(rng: np.random.Generator, layout: Layout, canvas: Canvas, road_mask: np.ndarray,
+def _cover(rng: np.random.Generator, layout: Layout, canvas: Canvas, traffic_mask: np.ndarray,
            clearance: dict[str, np.ndarray]) -> _Cover:
     """Heights above the ground of tree crowns, hedges and vehicles: rough crowns of every kind of tree in
     all styles but "suburban", which keeps the smooth crowns of generator version 1."""
@@ -145,7 +148,7 @@ def _cover(rng: np.random.Generator, layout: Layout, canvas: Canvas, road_mask: 
     if layout.survey:
         hedges *= (layout.density < 0.8) & (clearance["water"] > 0.5)  # no field hedges downtown, none afloat
     hedges = np.where(hedges > 0, hedges + leafy_roughness(rng, canvas, 0.15), 0.0)
-    cars = car_heights(rng, layout.roads, canvas) * road_mask
+    cars = car_heights(rng, layout.roads, canvas) * traffic_mask
     if layout.vehicles:
         parked = canvas.rasterize(sorted(layout.vehicles, key=lambda vehicle: vehicle[1]), "float32")
         cars = np.maximum(cars, parked * (clearance["building"] > 0))
@@ -165,7 +168,8 @@ def generate_scene(seed: int, size_px: int = 896, pixel_size_m: float = 0.5,
     to_water_m = ndimage.distance_transform_edt(~water_mask) * canvas.pixel_size_m
     terrain = layout.relief.sample(canvas.xs_m(), canvas.ys_m())
     terrain = terrain - banks_m(rng, layout.banks, canvas, to_water_m)
-    dtm, road_mask, to_road_m = road_ground(layout.relief, layout.roads, canvas, terrain)
+    dtm, _, to_road_m, surfaces = road_ground(layout.relief, layout.roads, canvas, terrain)
+    road_mask = np.isin(surfaces, [SURFACE_CODES[name] for name in TRAFFIC_SURFACES])
     building_ids = canvas.rasterize([(b.footprint, i + 1) for i, b in enumerate(layout.buildings)], "int32")
     to_building_m = ndimage.distance_transform_edt(building_ids == 0) * canvas.pixel_size_m
     clearance = {"building": to_building_m, "water": to_water_m, "road": to_road_m}
@@ -192,25 +196,27 @@ def generate_scene(seed: int, size_px: int = 896, pixel_size_m: float = 0.5,
     labels = np.select([building_ids > 0, road_mask, vegetation & cover.high_vegetation()],
                        [BUILDING, ROAD, VEGETATION], 0).astype(np.uint8)
     labels[nodata_mask] = LABEL_NODATA
+    surfaces = np.where((labels == ROAD) | ((labels == 0) & (surfaces == SURFACE_CODES["sidewalk"])), surfaces,
+                        labels).astype(np.uint8)
     surveyed = (as_survey(dsm, nodata_mask), as_survey(dtm, nodata_mask))
-    return _synth_scene(seed, style, layout, canvas, *surveyed, labels, vegetation & ~nodata_mask,
+    return _synth_scene(seed, style, layout, canvas, *surveyed, labels, surfaces, vegetation & ~nodata_mask,
                         (cover.cars > 0) & ~nodata_mask, cover.trees, interpolated)
 
 
 def _synth_scene(seed: int, style: str, layout: Layout, canvas: Canvas, dsm: np.ndarray, dtm: np.ndarray,
-                 labels: np.ndarray, vegetation_mask: np.ndarray, car_mask: np.ndarray, trees: Trees,
+                 labels: np.ndarray, surfaces: np.ndarray, vegetation_mask: np.ndarray, car_mask: np.ndarray, trees: Trees,
                  water_interpolated: np.ndarray) -> SynthScene:
     scene_box = box(0, 0, canvas.extent_m, canvas.extent_m)
     return SynthScene(
         seed=int(seed), pixel_size_m=canvas.pixel_size_m, style=style, districts=layout.districts,
-        dsm=dsm, dtm=dtm, labels=labels,
+        dsm=dsm, dtm=dtm, labels=labels, surfaces=surfaces,
         buildings=object_array([b.footprint for b in layout.buildings]),
         building_heights_m=np.array([b.height_m for b in layout.buildings], dtype=float),
         building_roofs=np.array([b.roof for b in layout.buildings], dtype=object),
         building_districts=np.array([b.district for b in layout.buildings], dtype=object),
         road_centrelines=object_array([road.line for road in layout.roads]),
-        road_widths_m=np.array([road.width_m for road in layout.roads], dtype=float),
-        road_polygons=object_array([road.polygon.intersection(scene_box) for road in layout.roads]),
+        road_widths_m=np.array([road.traffic_width_m for road in layout.roads], dtype=float),
+        road_polygons=object_array([road.traffic_polygon.intersection(scene_box) for road in layout.roads]),
         water=object_array(layout.water), water_interpolated=water_interpolated,
         vegetation_mask=vegetation_mask, car_mask=car_mask, tree_xy_m=trees.xy_m,
         tree_heights_m=trees.height_m, tree_crown_radii_m=trees.crown_radius_m, tree_kinds=trees.kind,

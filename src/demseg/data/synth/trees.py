@@ -154,7 +154,7 @@ def street_rows(rng: np.random.Generator, roads: list[Road]) -> Trees:
         stops_m = np.arange(start_m, start_m + rng.uniform(0.5, 1.0) * length_m, species.spacing_m)
         stops_m = stops_m[stops_m < length_m]
         for side in (1, -1) if rng.random() < 0.6 else (int(rng.choice([1, -1])),):
-            offset_m = side * (road.width_m / 2 + rng.uniform(0.4, max(road.sidewalk_m, 0.6)))
+            offset_m = side * (road.width_m / 2 + rng.uniform(0.4, max(road.verge_m, 0.6)))
             rows.append(_row(rng, _beside(road.line, stops_m, offset_m), species, "street"))
     return Trees.joined(rows)
 

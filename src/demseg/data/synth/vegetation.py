@@ -118,7 +118,7 @@ def hedge_heights(rng: np.random.Generator, roads: list[Road], canvas: Canvas, t
         if road.kind == "main" or rng.random() < 0.65:
             continue
         for side in (1, -1):
-            offset_m = side * (road.width_m / 2 + road.sidewalk_m + rng.uniform(0.8, 2.0))
+            offset_m = side * (road.width_m / 2 + road.verge_m + rng.uniform(0.8, 2.0))
             for edge in shapely.get_parts(shapely.offset_curve(road.line, offset_m)):
                 distance_m = rng.uniform(0.0, 20.0)
                 while distance_m < edge.length:

@@ -1,4 +1,4 @@
-"""Cars and vans on the roads, cars in parking lots and lorries at industrial halls."""
+"""Cars, vans and buses on the roads, cars in parking bays and lots, and lorries at industrial halls."""
 
 from __future__ import annotations
 
@@ -53,8 +53,33 @@ def lorries_at_halls(rng: np.random.Generator, halls: list[Building], yard) -> l
     return lorries
 
 
+def _box_at(centre: np.ndarray, tangent: np.ndarray, length_m: float, width_m: float) -> Polygon:
+    shape = affinity.rotate(box(-length_m / 2, -width_m / 2, length_m / 2, width_m / 2),
+                            math.atan2(tangent[1], tangent[0]), use_radians=True)
+    return affinity.translate(shape, *centre)
+
+
+def _in_bays(rng: np.random.Generator, road: Road) -> list[tuple[Polygon, float]]:
+    """Cars parked along a road's parking bays (both sides), about 5.5 m apart, some bays empty."""
+    if road.parking_m <= 0:
+        return []
+    shapes = []
+    occupied = rng.uniform(0.4, 0.95)
+    for side in (1.0, -1.0):
+        for distance_m in np.arange(rng.uniform(0.0, 5.5), road.line.length, 5.5):
+            if rng.random() >= occupied:
+                continue
+            point, tangent = point_and_tangent(road.line, float(distance_m))
+            offset_m = side * (road.width_m / 2 + road.parking_m / 2)
+            car = _box_at(point + offset_m * np.array([-tangent[1], tangent[0]]), tangent,
+                          rng.uniform(4.0, 4.9), rng.uniform(1.7, 1.9))
+            shapes.append((car, rng.uniform(1.35, 1.65)))
+    return shapes
+
+
 def car_heights(rng: np.random.Generator, roads: list[Road], canvas: Canvas) -> np.ndarray:
-    """Cars and vans in lanes and parked at the kerb, always wholly on the carriageway."""
+    """Cars and vans in lanes and parked at the kerb, always wholly on the carriageway; buses on main roads;
+    cars in the parking bays of roads that have them."""
     shapes = []
     for road in roads:
         surface = road.polygon
@@ -66,10 +91,17 @@ def car_heights(rng: np.random.Generator, roads: list[Road], canvas: Canvas) -> 
                 (rng.uniform(4.0, 4.9), rng.uniform(1.7, 1.9))
             kerbside_m = road.width_m / 2 - width_m / 2 - 0.3
             lane_m = rng.choice([-1, 1]) * rng.choice([road.width_m / 4, kerbside_m])
-            centre = point + lane_m * np.array([-tangent[1], tangent[0]])
-            car = affinity.rotate(box(-length_m / 2, -width_m / 2, length_m / 2, width_m / 2),
-                                  math.atan2(tangent[1], tangent[0]), use_radians=True)
-            car = affinity.translate(car, *centre)
+            car = _box_at(point + lane_m * np.array([-tangent[1], tangent[0]]), tangent, length_m, width_m)
             if surface.contains(car):
                 shapes.append((car, rng.uniform(2.0, 2.8) if van else rng.uniform(1.35, 1.6)))
+        if road.parking_m > 0 or road.tram_m > 0:  # style "streets" only: other styles draw as before
+            shapes += _in_bays(rng, road)
+            if road.kind == "main":
+                for distance_m in rng.uniform(0.0, road.line.length, size=rng.poisson(road.line.length / 150.0)):
+                    point, tangent = point_and_tangent(road.line, float(distance_m))
+                    lane_m = rng.choice([-1, 1]) * (road.width_m / 2 - 1.6)
+                    bus = _box_at(point + lane_m * np.array([-tangent[1], tangent[0]]), tangent,
+                                  rng.uniform(11.5, 18.0), 2.55)
+                    if surface.contains(bus):
+                        shapes.append((bus, rng.uniform(2.9, 3.3)))
     return canvas.rasterize(shapes, "float32")

@@ -31,7 +31,7 @@ def _pond(rng: np.random.Generator, extent_m: float, keep_clear) -> Polygon:
 
 
 def _road_clearance(roads: list[Road]):
-    keep_clear = shapely.union_all([road.polygon.buffer(road.sidewalk_m + 3.0) for road in roads])
+    keep_clear = shapely.union_all([road.polygon.buffer(road.verge_m + 3.0) for road in roads])
     shapely.prepare(keep_clear)
     return keep_clear
 

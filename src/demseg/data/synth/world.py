@@ -17,6 +17,7 @@ from tqdm import tqdm
 from demseg.data.spec import LABEL_CODES
 from demseg.data.synth.districts import DEFAULT_STYLE
 from demseg.data.synth.preview import write_preview
+from demseg.data.synth.roads import SURFACE_CODES, TRAFFIC_SURFACES
 from demseg.data.synth.scene import (
     LABEL_NODATA,
     SynthScene,
@@ -32,6 +33,8 @@ from demseg.io.atomic import atomic_folder
 from demseg.io.folders import MARKER, check_output_path
 
 GENERATOR_VERSION = 3  # 3: rough trees in rows, parks and gardens, a vegetation class, interpolated water
+# (style "streets", parking bays, cycle paths, tram beds and surfaces.tif came later and leave every other style as
+# version 3 drew it, so worlds in users' caches stay valid)
 WORLD_CRS = "EPSG:32631"
 WORLD_ORIGIN_M = (500_000.0, 5_400_000.0)  # south-west corner of scene 0, UTM 31N
 SCENE_GAP_M = 100.0
@@ -106,6 +109,7 @@ def generate_world(out_dir: str | os.PathLike, scenes: int = 20, size_px: int = 
         description = (f"Synthetic LiDAR city DEMs from demseg synth (style {style}, seed {seed}, {scenes} "
                        f"scenes of {size_px} px at {pixel_size_m:g} m, {WORLD_CRS})")
         write_text_atomic(staging / "dataset.yaml", _dataset_yaml(entries, description))
+        write_text_atomic(staging / "surfaces.yaml", _dataset_yaml(entries, description, surfaces=True))
         write_text_atomic(staging / "world.json", json.dumps(params, indent=2) + "\n")
         (staging / MARKER).write_text("synth")
     return out_dir / "dataset.yaml"
@@ -120,22 +124,33 @@ def _is_world(folder: Path) -> bool:
     if not isinstance(params, dict) or params.get("generator") != "demseg.data.synth":
         return False
     for entry in folder.iterdir():
-        own = (entry.name in ("dataset.yaml", "world.json") or entry.name.startswith(".demseg")
+        own = (entry.name in ("dataset.yaml", "surfaces.yaml", "world.json") or entry.name.startswith(".demseg")
                or (entry.is_dir() and re.fullmatch(r"s\d{3,}", entry.name)))
         if not own:
             return False
     return True
 
 
-def _dataset_yaml(entries: list[tuple[str, str]], description: str) -> str:
-    classes = ", ".join(f"{name}: {code}" for name, code in LABEL_CODES.items())
-    lines = ["name: synthetic-world", f"description: {json.dumps(description)}", "scenes:"]
+def _dataset_yaml(entries: list[tuple[str, str]], description: str, surfaces: bool = False) -> str:
+    """The world's spec: labels.tif (roads: every traffic area), or with ``surfaces`` surfaces.tif, whose road
+    surfaces a user can pick (the spec says carriageways and parking, cycle and tram areas; edit it to choose)."""
+    if surfaces:
+        traffic = ", ".join(str(SURFACE_CODES[name]) for name in TRAFFIC_SURFACES)
+        classes = f"buildings: {LABEL_CODES['buildings']}, roads: [{traffic}], vegetation: {LABEL_CODES['vegetation']}"
+        lines = ["# Road surfaces told apart: " + ", ".join(f"{code} {name}" for name, code in SURFACE_CODES.items()),
+                 f"# (roads: [{SURFACE_CODES['carriageway']}] for carriageways only; add {SURFACE_CODES['sidewalk']} "
+                 "for sidewalks too)", "name: synthetic-world-surfaces"]
+    else:
+        classes = ", ".join(f"{name}: {code}" for name, code in LABEL_CODES.items())
+        lines = ["name: synthetic-world"]
+    lines += [f"description: {json.dumps(description)}", "scenes:"]
+    raster = "surfaces.tif" if surfaces else "labels.tif"
     for scene_id, split in entries:
         lines += [f"  - id: {scene_id}",
                   f"    dem: {scene_id}/dem.tif",
                   f"    dtm: {scene_id}/dtm.tif",
                   "    labels:",
-                  f"      raster: {scene_id}/labels.tif",
+                  f"      raster: {scene_id}/{raster}",
                   f"      classes: {{{classes}}}",
                   f"      ignore: {LABEL_NODATA}",
                   f"    split: {split}"]
@@ -152,6 +167,8 @@ def write_scene(folder: str | os.PathLike, scene: SynthScene, grid: GridSpec) ->
         write_geotiff(folder / name, filled, grid, nodata=ELEVATION_NODATA, tags=tags)
     write_geotiff(folder / "labels.tif", scene.labels, grid, nodata=LABEL_NODATA,
                   tags={**tags, "classes": _label_legend()})
+    write_geotiff(folder / "surfaces.tif", scene.surfaces, grid, nodata=LABEL_NODATA,
+                  tags={**tags, "classes": _label_legend(surfaces=True)})
     left_m, bottom_m = grid.transform.c, grid.transform.f - grid.height * abs(grid.transform.e)
 
     def to_map(geometries: np.ndarray) -> np.ndarray:
@@ -178,7 +195,8 @@ def write_scene(folder: str | os.PathLike, scene: SynthScene, grid: GridSpec) ->
     write_preview(folder / "preview.png", scene)
 
 
-def _label_legend() -> str:
+def _label_legend(surfaces: bool = False) -> str:
     """The label codes in words, for the label raster's tags: "0 background, 1 buildings, ..., 255 nodata"."""
-    codes = ", ".join(f"{code} {name}" for name, code in LABEL_CODES.items())
+    names = {**LABEL_CODES, **SURFACE_CODES} if surfaces else LABEL_CODES
+    codes = ", ".join(f"{code} {name}" for name, code in names.items() if not (surfaces and name == "roads"))
     return f"0 background, {codes}, {LABEL_NODATA} nodata"

@@ -1,0 +1,127 @@
+"""Roads in a city the model never trained on: the route-planning block as an unseen city, in two halves.
+
+The block (Amsterdam Nieuw-West, AHN + BGT road surfaces, 0.5 m, 600 x 400 px) is never trained
+on here. It is cut at its middle column into a WEST half, on which recipes are CHOSEN, and an
+EAST half, on which the chosen recipe is REPORTED (decided before any run was scored). Each run
+predicts the whole block (``predict_scene``, the same windows and blending as ``demseg predict``);
+its mask and its road network are then cut to each half and scored:
+
+- pixel IoU of the road class (BGT carriageways, parking, cycle paths, tram beds: "all traffic
+  areas"), nodata excluded;
+- APLS of the predicted centreline network against demseg's centreline graph of the BGT mask
+  (no official centrelines exist for this block), both cut to the half;
+- network length, predicted over true.
+
+Runs are grouped by their parent folder (one folder per recipe, one run per seed inside it) and
+summarised as mean and 95 % CI (Student t over seeds).
+
+Run: .venv/bin/python benchmarks/roads_transfer.py --runs RECIPE_DIR [RECIPE_DIR ...] [--name NAME]
+Writes benchmarks/results/<NAME>.md and .json (default name roads_transfer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from bench_roads_real import BLOCK, ROAD, clipped, network
+from common import machine, save
+
+from demseg.evaluate.metrics import mean_ci95 as mean_ci
+from demseg.evaluate.topology import apls
+from demseg.io.raster import GridSpec
+from demseg.predict import predict_scene
+
+HALVES = ("west", "east")  # west: choose; east: report
+SPLIT_COLUMN = 300
+
+
+def half_areas(grid: GridSpec) -> dict[str, tuple[slice, object]]:
+    """Each half as (column slice, map polygon)."""
+    left, top, size = grid.transform.c, grid.transform.f, grid.transform.a
+    middle = left + SPLIT_COLUMN * size
+    right, bottom = left + grid.width * size, top - grid.height * size
+    return {"west": (slice(0, SPLIT_COLUMN), shapely.box(left, bottom, middle, top)),
+            "east": (slice(SPLIT_COLUMN, grid.width), shapely.box(middle, bottom, right, top))}
+
+
+def score_run(run: Path) -> dict:
+    """Pixel IoU, APLS and network lengths of ``run`` on each half of the block."""
+    with rasterio.open(BLOCK / "labels.tif") as src:
+        labels = src.read(1)
+        grid = GridSpec(src.crs, src.transform, src.width, src.height)
+    truth_mask = np.where(labels == 255, 255, labels == ROAD).astype(np.uint8)
+    row = {"run": str(run)}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = predict_scene(run, BLOCK / "dsm_ground_plus_buildings.tif", Path(tmp) / "pred",
+                              dtm_path=BLOCK / "dtm.tif", progress=False)
+        with rasterio.open(paths["mask"]) as src:
+            predicted = src.read(1)
+        true_lines = network(truth_mask, grid, Path(tmp), "truth")
+        predicted_lines = network((predicted == 1).astype(np.uint8), grid, Path(tmp), "pred")
+    for half, (columns, area) in half_areas(grid).items():
+        known = (labels[:, columns] != 255) & (predicted[:, columns] != 255)
+        guess, truth = (predicted[:, columns] == 1) & known, (truth_mask[:, columns] == 1) & known
+        true_half, predicted_half = clipped(true_lines, area), clipped(predicted_lines, area)
+        true_km = sum(line.length for line in true_half) / 1e3
+        predicted_km = sum(line.length for line in predicted_half) / 1e3
+        row[half] = {"iou": float((guess & truth).sum() / max(1, (guess | truth).sum())),
+                     "road_share": float(guess.sum() / max(1, known.sum())),
+                     "true_km": true_km, "predicted_km": predicted_km,
+                     "length_ratio": predicted_km / true_km if true_km else float("nan"),
+                     **apls(true_half, predicted_half)}
+    return row
+
+
+def summary(recipe: str, rows: list[dict]) -> dict:
+    out = {"recipe": recipe, "seeds": len(rows)}
+    for half in HALVES:
+        for key in ("iou", "apls", "length_ratio", "road_share"):
+            values = [row[half][key] for row in rows]
+            mean, ci = mean_ci(values)
+            out[f"{half}_{key}"] = (mean, ci)
+    return out
+
+
+def _cell(value: tuple[float, float], scale: float = 1.0, digits: int = 1) -> str:
+    mean, ci = value
+    return f"{mean * scale:.{digits}f} ± {ci * scale:.{digits}f}" if ci == ci else f"{mean * scale:.{digits}f}"
+
+
+def markdown(summaries: list[dict], cpu: str) -> str:
+    lines = ["# Roads in a city never trained on: the route-planning block, west half (choose) / east half (report)",
+             "", f"CPU: {cpu}. Mean ± 95 % CI over seeds (Student t).", "",
+             "| recipe | seeds | IoU west | IoU east | APLS west | APLS east | length pred/true west | "
+             "length pred/true east | road share east |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in summaries:
+        lines.append(f"| {s['recipe']} | {s['seeds']} | {_cell(s['west_iou'], 100)} | {_cell(s['east_iou'], 100)} | "
+                     f"{_cell(s['west_apls'], 1, 2)} | {_cell(s['east_apls'], 1, 2)} | "
+                     f"{_cell(s['west_length_ratio'], 1, 2)} | {_cell(s['east_length_ratio'], 1, 2)} | "
+                     f"{_cell(s['east_road_share'], 100)} |")
+    lines += ["", "Truth: BGT road surfaces (all traffic areas) of the block; 16 % of the east half and 22 % of the "
+                  "west half are road. Reference network: demseg's centreline graph of that mask."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, nargs="+", required=True,
+                        help="recipe folders, each holding one run folder per seed")
+    parser.add_argument("--name", default="roads_transfer")
+    args = parser.parse_args()
+    summaries, rows = [], {}
+    for recipe_dir in args.runs:
+        runs = sorted(p for p in recipe_dir.iterdir() if (p / "model.safetensors").exists())
+        if not runs:
+            raise SystemExit(f"no finished run in {recipe_dir}")
+        rows[recipe_dir.name] = [score_run(run) for run in runs]
+        summaries.append(summary(recipe_dir.name, rows[recipe_dir.name]))
+    save(args.name, {"summaries": summaries, "rows": rows}, markdown(summaries, f"{machine()['cpu']}, {machine()['threads']} threads"))
+
+
+if __name__ == "__main__":
+    main()
