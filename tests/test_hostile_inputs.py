@@ -470,6 +470,17 @@ def test_a_road_width_attribute_holding_text_is_one_line_naming_the_value(tmp_pa
     assert written(tmp_path / "run") == []
 
 
+@pytest.mark.parametrize("command", ["data check", "train"])
+def test_road_lines_without_widths_and_no_road_width_flag_are_one_line_naming_both_fixes(tmp_path, capsys,
+                                                                                          command):
+    spec = road_spec(tmp_path, [None, ""])
+    argv = ["data", "check", spec] if command == "data check" else [*train_argv(spec, tmp_path / "run"), "--task",
+                                                                   "roads"]
+    message = one_line_error(capsys, argv, "road lines need a width")
+    assert "--road-width-m" in message or "road_width_m" in message
+    assert written(tmp_path / "run") == []
+
+
 def test_road_widths_written_as_numbers_in_text_or_left_empty_are_read(tmp_path):
     from demseg.io.raster import open_grid
     from demseg.io.vector import label_geometries, rasterize_labels, read_vector
