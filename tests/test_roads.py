@@ -148,3 +148,18 @@ def test_connectivity_loss_ignores_unlabelled_pixels_and_has_gradients():
     assert probability.grad.abs().sum() > 0
     empty = torch.zeros(1, 64, 64)
     assert torch.isfinite(cldice_loss(empty, empty, torch.ones_like(valid)))
+
+
+def test_open_blocks_leave_bare_ground_between_the_streets():
+    """fill_blocks with open_p=1 builds nothing and claims every block; with 0 it builds."""
+    from demseg.data.synth.canvas import Canvas
+    from demseg.data.synth.districts import fill_blocks
+    from demseg.data.synth.roads import STREETS, road_network
+
+    canvas = Canvas(256, 0.5)
+    network, _ = road_network(np.random.default_rng(1), canvas.extent_m, STREETS["perimeter"])
+    zones = np.zeros(canvas.shape, dtype=int)
+    built, _ = fill_blocks(np.random.default_rng(2), network, [], canvas, ("perimeter",), zones)
+    empty, claimed = fill_blocks(np.random.default_rng(2), network, [], canvas, ("perimeter",), zones, open_p=1.0)
+    assert built.buildings and not empty.buildings and not empty.gardens
+    assert claimed is not None and claimed.area > 0

@@ -113,12 +113,20 @@ def _blocks(network: list[Road], hollows: list[Polygon], extent_m: float) -> lis
 
 
 def fill_blocks(rng: np.random.Generator, network: list[Road], hollows: list[Polygon], canvas: Canvas,
-                districts: tuple[str, ...], zones: np.ndarray) -> tuple[Filled, Polygon | None]:
-    """Everything built block by block (all districts but the detached ones), and the land it claims."""
+                districts: tuple[str, ...], zones: np.ndarray,
+                open_p: float = 0.0) -> tuple[Filled, Polygon | None]:
+    """Everything built block by block (all districts but the detached ones), and the land it claims.
+
+    With ``open_p`` a block is left open instead (a lawn, a playing field or a paved square: bare ground
+    between the streets, no building, no garden tree), as open space lies between real streets.
+    """
     scene = box(0, 0, canvas.extent_m, canvas.extent_m)
     filled, claimed = Filled(), []
     for block in _blocks(network, hollows, canvas.extent_m):
         district = district_at(canvas, districts, zones, block)
+        if open_p and rng.random() < open_p:
+            claimed.append(block)
+            continue
         if district in DETACHED or block.intersection(scene).area < 20.0:
             continue
         claimed.append(block)

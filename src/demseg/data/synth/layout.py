@@ -21,6 +21,8 @@ from demseg.data.synth.roads import STREETS, Road, clip_roads, road_network, str
 from demseg.data.synth.roofs import decorated
 from demseg.data.synth.water import district_water, water_bodies, with_canal
 
+OPEN_BLOCK_P = 0.15  # style "streets": blocks left open (lawns, squares) between the streets
+
 
 @dataclass
 class Layout:
@@ -67,7 +69,8 @@ def lay_out_districts(rng: np.random.Generator, canvas: Canvas, style: str) -> L
     roads = clip_roads(network, canvas.extent_m)
     water, ponds = district_water(rng, canvas.extent_m, roads, canal, traits.pond_p)
     hollows = [pond.buffer(3.0) for pond in ponds] + ([] if canal is None else [canal.buffer(1.0)])
-    filled, claimed = fill_blocks(rng, network, hollows, canvas, districts, zones)
+    filled, claimed = fill_blocks(rng, network, hollows, canvas, districts, zones,
+                                  open_p=OPEN_BLOCK_P if style == "streets" else 0.0)
     buildings = filled.buildings
     if any(name in DETACHED for name in districts):
         houses = place_buildings(rng, roads, water, density, canvas, claimed)
