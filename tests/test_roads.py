@@ -163,3 +163,14 @@ def test_open_blocks_leave_bare_ground_between_the_streets():
     empty, claimed = fill_blocks(np.random.default_rng(2), network, [], canvas, ("perimeter",), zones, open_p=1.0)
     assert built.buildings and not empty.buildings and not empty.gardens
     assert claimed is not None and claimed.area > 0
+
+
+def test_unpaved_ground_gets_texture_and_paved_ground_none(streets):
+    from demseg.data.synth.canvas import Canvas
+    from demseg.data.synth.scene import UNPAVED_TEXTURE_M, unpaved_texture
+
+    surfaces = streets[0].surfaces
+    texture = unpaved_texture(np.random.default_rng(0), surfaces, Canvas(256, 0.5))
+    paved = np.isin(surfaces, list(SURFACE_CODES.values()))
+    assert (texture[paved] == 0).all()
+    assert UNPAVED_TEXTURE_M[0] * 0.5 < texture[~paved].std() < UNPAVED_TEXTURE_M[1] * 1.5

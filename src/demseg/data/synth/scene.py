@@ -155,6 +155,19 @@ def _cover(rng: np.random.Generator, layout: Layout, canvas: Canvas, traffic_mas
     return _Cover(canopy, hedges, cars, trees)
 
 
+STREETS_NOISE_M = (0.01, 0.08)  # style "streets": from smoothed products to older surveys (others: 5-10 cm)
+UNPAVED_TEXTURE_M = (0.01, 0.04)  # lawns and bare earth return the laser less evenly than asphalt and paving
+
+
+def unpaved_texture(rng: np.random.Generator, surfaces: np.ndarray, canvas: Canvas) -> np.ndarray:
+    """Short-range unevenness (m) of unpaved ground (everything but traffic areas and sidewalks): ground
+    returns from grass and earth scatter by a few centimetres, from asphalt and paving much less."""
+    paved = np.isin(surfaces, list(SURFACE_CODES.values()))
+    noise = ndimage.gaussian_filter(rng.normal(0.0, 1.0, size=canvas.shape), 1.0)
+    noise *= rng.uniform(*UNPAVED_TEXTURE_M) / max(float(noise.std()), 1e-9)
+    return np.where(paved, 0.0, noise)
+
+
 def generate_scene(seed: int, size_px: int = 896, pixel_size_m: float = 0.5,
                    style: str = DEFAULT_STYLE) -> SynthScene:
     """Generate one synthetic city scene in memory (no I/O); the same seed and style give identical arrays."""
@@ -169,6 +182,8 @@ def generate_scene(seed: int, size_px: int = 896, pixel_size_m: float = 0.5,
     terrain = layout.relief.sample(canvas.xs_m(), canvas.ys_m())
     terrain = terrain - banks_m(rng, layout.banks, canvas, to_water_m)
     dtm, _, to_road_m, surfaces = road_ground(layout.relief, layout.roads, canvas, terrain)
+    if style == "streets":
+        dtm = dtm + unpaved_texture(rng, surfaces, canvas)
     road_mask = np.isin(surfaces, [SURFACE_CODES[name] for name in TRAFFIC_SURFACES])
     building_ids = canvas.rasterize([(b.footprint, i + 1) for i, b in enumerate(layout.buildings)], "int32")
     to_building_m = ndimage.distance_transform_edt(building_ids == 0) * canvas.pixel_size_m
@@ -185,7 +200,8 @@ def generate_scene(seed: int, size_px: int = 896, pixel_size_m: float = 0.5,
         dsm, dropouts = lidar_survey(rng, dsm, canvas)
     else:  # version 1: crowns are cut at the water's edge
         vegetation &= ~water_mask
-    dsm = dsm + rng.normal(0.0, rng.uniform(0.05, 0.1), size=canvas.shape)
+    dsm = dsm + rng.normal(0.0, rng.uniform(*(STREETS_NOISE_M if style == "streets" else (0.05, 0.1))),
+                           size=canvas.shape)
     open_water = water_mask & ~vegetation  # crowns over the water return the laser
     interpolated = np.zeros(len(layout.water), dtype=bool)
     if layout.survey:
