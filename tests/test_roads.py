@@ -174,3 +174,17 @@ def test_unpaved_ground_gets_texture_and_paved_ground_none(streets):
     paved = np.isin(surfaces, list(SURFACE_CODES.values()))
     assert (texture[paved] == 0).all()
     assert UNPAVED_TEXTURE_M[0] * 0.5 < texture[~paved].std() < UNPAVED_TEXTURE_M[1] * 1.5
+
+
+def test_the_named_streets_world_is_made_in_its_style_and_kept_apart(tmp_path, monkeypatch):
+    from demseg.data.synth import cache as world_cache
+    from demseg.io.folders import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setitem(world_cache.NAMED_WORLDS, "streets",
+                        world_cache.NamedWorld(scenes=1, seed=1001, size_px=128, style="streets"))
+    spec = world_cache.named_world("streets", progress=False)
+    assert "-streets-" in spec.parent.name and spec.parent != world_cache.named_world_folder("rehearsal")
+    assert (spec.parent / "surfaces.yaml").exists()
+    with rasterio.open(spec.parent / "s000" / "surfaces.tif") as src:
+        assert set(np.unique(src.read(1))) & {SURFACE_CODES["parking"], SURFACE_CODES["cycle_path"]}

@@ -66,6 +66,7 @@ class TrainConfig(ModelConfig):
                                               "mixed into every batch: the model keeps what it learned there (trees "
                                               "are not buildings, coarse DEMs) while it adapts to the few real tiles. "
                                               "'rehearsal' names the recommended recipe's synthetic world, "
+                                              "'streets' one with every traffic area (for roads), each "
                                               "generated once into the cache.")
     mix_tiles: int = Field(200, gt=0, description="Training tiles drawn from the --mix dataset's training split.")
     mix_share: float = Field(0.5, ge=0, lt=1, description="Share of each batch drawn from the --mix tiles.")

@@ -28,12 +28,16 @@ class NamedWorld:
     size_px: int = 896
     pixel_size_m: float = 0.5
     about: str = ""
+    style: str = "mixed"
 
 
 # The world that the recipe chosen in issue 16 rehearsed (`demseg synth world_v3 --scenes 40 --seed 1000`):
 # another seed than any demo or test world, 40 scenes give 512 training tiles of 224 px.
 NAMED_WORLDS: dict[str, NamedWorld] = {
     "rehearsal": NamedWorld(scenes=40, seed=1000, about="the recommended recipe's rehearsal world"),
+    # roads (issue 24): street cross-sections with parking bays, cycle paths and tram beds, open blocks
+    "streets": NamedWorld(scenes=40, seed=1001, style="streets",
+                          about="streets with every traffic area, for roads (demseg synth --style streets)"),
 }
 
 
@@ -43,7 +47,9 @@ def is_named_world(value: str | os.PathLike | None) -> bool:
 
 def named_world_folder(name: str) -> Path:
     world = NAMED_WORLDS[name]
-    return cache_root() / "worlds" / f"{name}-v{GENERATOR_VERSION}-seed{world.seed}-{world.scenes}x{world.size_px}px"
+    style = "" if world.style == "mixed" else f"-{world.style}"
+    return cache_root() / "worlds" / (f"{name}-v{GENERATOR_VERSION}{style}-seed{world.seed}-"
+                                      f"{world.scenes}x{world.size_px}px")
 
 
 def _complete(folder: Path, world: NamedWorld) -> bool:
@@ -51,7 +57,8 @@ def _complete(folder: Path, world: NamedWorld) -> bool:
         params = json.loads((folder / "world.json").read_text())
     except (OSError, ValueError):
         return False
-    wanted = {"version": GENERATOR_VERSION, "seed": world.seed, "scenes": world.scenes, "size_px": world.size_px}
+    wanted = {"version": GENERATOR_VERSION, "seed": world.seed, "scenes": world.scenes, "size_px": world.size_px,
+              "style": world.style}
     return all(params.get(key) == value for key, value in wanted.items()) and (folder / "dataset.yaml").exists()
 
 
@@ -71,7 +78,7 @@ def named_world(name: str, progress: bool = True) -> Path:
             if progress:
                 print(f"generating the {name} world once ({world.scenes} scenes, seed {world.seed}) into {folder}")
             generate_world(folder, scenes=world.scenes, size_px=world.size_px, pixel_size_m=world.pixel_size_m,
-                           seed=world.seed, progress=progress, overwrite=True)
+                           seed=world.seed, style=world.style, progress=progress, overwrite=True)
     return folder / "dataset.yaml"
 
 
