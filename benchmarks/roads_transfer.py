@@ -16,7 +16,8 @@ Runs are grouped by their parent folder (one folder per recipe, one run per seed
 summarised as mean and 95 % CI (Student t over seeds).
 
 Run: .venv/bin/python benchmarks/roads_transfer.py --runs RECIPE_DIR [RECIPE_DIR ...] [--name NAME]
-Writes benchmarks/results/<NAME>.md and .json (default name roads_transfer).
+Writes benchmarks/results/<NAME>.md and .json (default name roads_transfer), and for each recipe a
+picture of its first run on the block: <NAME>_<RECIPE>.png (truth, prediction, errors).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import rasterio
 import shapely
 from bench_roads_real import BLOCK, ROAD, clipped, network
-from common import machine, save
+from common import RESULTS, machine, save
 
 from demseg.evaluate.metrics import mean_ci95 as mean_ci
 from demseg.evaluate.topology import apls
@@ -49,7 +50,33 @@ def half_areas(grid: GridSpec) -> dict[str, tuple[slice, object]]:
             "east": (slice(SPLIT_COLUMN, grid.width), shapely.box(middle, bottom, right, top))}
 
 
-def score_run(run: Path) -> dict:
+def preview(path: Path, labels: np.ndarray, predicted: np.ndarray, title: str) -> None:
+    """Truth, prediction and errors on the block, the halves' border drawn, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    known = (labels != 255) & (predicted != 255)
+    truth, guess = labels == ROAD, predicted == 1
+    errors = np.full(labels.shape + (3,), 1.0)
+    errors[known & truth & guess] = (0.2, 0.6, 0.2)  # hit: green
+    errors[known & ~truth & guess] = (0.85, 0.2, 0.2)  # invented: red
+    errors[known & truth & ~guess] = (0.2, 0.35, 0.85)  # missed: blue
+    errors[~known] = (0.8, 0.8, 0.8)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for ax, image, name in zip(axes, (np.where(known, truth, np.nan), np.where(known, guess, np.nan), errors),
+                               ("BGT road surfaces", "predicted road", "hit / invented / missed"), strict=True):
+        ax.imshow(image, cmap="Greys" if image.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.axvline(SPLIT_COLUMN - 0.5, color="orange", lw=2)
+        ax.set_title(name)
+        ax.set_axis_off()
+    fig.suptitle(f"{title}: west half (left of the line) chooses, east half reports")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def score_run(run: Path, preview_path: Path | None = None) -> dict:
     """Pixel IoU, APLS and network lengths of ``run`` on each half of the block."""
     with rasterio.open(BLOCK / "labels.tif") as src:
         labels = src.read(1)
@@ -61,6 +88,8 @@ def score_run(run: Path) -> dict:
                               dtm_path=BLOCK / "dtm.tif", progress=False)
         with rasterio.open(paths["mask"]) as src:
             predicted = src.read(1)
+        if preview_path is not None:
+            preview(preview_path, labels, predicted, f"{run.parent.name}/{run.name}")
         true_lines = network(truth_mask, grid, Path(tmp), "truth")
         predicted_lines = network((predicted == 1).astype(np.uint8), grid, Path(tmp), "pred")
     for half, (columns, area) in half_areas(grid).items():
@@ -118,7 +147,9 @@ def main() -> None:
         runs = sorted(p for p in recipe_dir.iterdir() if (p / "model.safetensors").exists())
         if not runs:
             raise SystemExit(f"no finished run in {recipe_dir}")
-        rows[recipe_dir.name] = [score_run(run) for run in runs]
+        picture = Path(args.name).with_name(f"{Path(args.name).name}_{recipe_dir.name}.png")
+        rows[recipe_dir.name] = [score_run(run, RESULTS / picture if index == 0 else None)
+                                 for index, run in enumerate(runs)]
         summaries.append(summary(recipe_dir.name, rows[recipe_dir.name]))
     save(args.name, {"summaries": summaries, "rows": rows}, markdown(summaries, f"{machine()['cpu']}, {machine()['threads']} threads"))
 
