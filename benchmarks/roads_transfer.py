@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
-from bench_roads_real import BLOCK, ROAD, clipped, network
+from bench_roads_real import BLOCK, ROAD, clipped, network, validation_area
 from common import RESULTS, machine, save
 
 from demseg.evaluate.metrics import mean_ci95 as mean_ci
@@ -74,6 +74,25 @@ def preview(path: Path, labels: np.ndarray, predicted: np.ndarray, title: str) -
     fig.suptitle(f"{title}: west half (left of the line) chooses, east half reports")
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
+
+
+def region_iou(run: Path, region_of: Path) -> float:
+    """Road IoU of ``run``'s whole-block prediction inside the validation tiles of the block run ``region_of``
+    (to set a model that never saw the block beside runs trained on the rest of it)."""
+    from rasterio import features
+
+    with rasterio.open(BLOCK / "labels.tif") as src:
+        labels, transform = src.read(1), src.transform
+    inside = features.rasterize([(validation_area(region_of), 1)], out_shape=labels.shape, transform=transform,
+                                dtype="uint8").astype(bool)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = predict_scene(run, BLOCK / "dsm_ground_plus_buildings.tif", Path(tmp) / "pred",
+                              dtm_path=BLOCK / "dtm.tif", progress=False)
+        with rasterio.open(paths["mask"]) as src:
+            predicted = src.read(1)
+    known = inside & (labels != 255) & (predicted != 255)
+    guess, truth = (predicted == 1) & known, (labels == ROAD) & known
+    return float((guess & truth).sum() / max(1, (guess | truth).sum()))
 
 
 def score_run(run: Path, preview_path: Path | None = None) -> dict:
@@ -141,7 +160,14 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, nargs="+", required=True,
                         help="recipe folders, each holding one run folder per seed")
     parser.add_argument("--name", default="roads_transfer")
+    parser.add_argument("--region-of", type=Path,
+                        help="instead: score each run inside this block run's validation tiles only (IoU)")
     args = parser.parse_args()
+    if args.region_of:
+        for recipe_dir in args.runs:
+            runs = sorted(p for p in recipe_dir.iterdir() if (p / "model.safetensors").exists())
+            print(recipe_dir.name, [round(100 * region_iou(run, args.region_of), 1) for run in runs])
+        return
     summaries, rows = [], {}
     for recipe_dir in args.runs:
         runs = sorted(p for p in recipe_dir.iterdir() if (p / "model.safetensors").exists())

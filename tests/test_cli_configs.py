@@ -35,8 +35,8 @@ CASES = [
          update={"model": TrainConfig().model}))),
     (["experiment", "spec.yaml", "--out", "o", "--preset", "recommended", "--task", "roads", "--models",
       "unet,mae-detail", "--crop-px", "128"], "experiment",
-     ExperimentConfig(tasks=["roads"], models=["unet", "mae-detail"], base=TrainConfig(recipe="relief+slope",
-                                                                                       crop_px=128))),
+     ExperimentConfig(tasks=["roads"], models=["unet", "mae-detail"], base=TrainConfig(
+         recipe="relief+slope+microrelief", crop_px=128))),
     (["predict", "run", "dem.tif", "--out", "o"], "predict", PredictConfig()),
     (["predict", "run", "dem.tif", "--out", "o", "--overlap", "0.5", "--tta", "--min-area-m2", "3",
       "--workers", "2", "--regularise"], "predict",

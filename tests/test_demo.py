@@ -18,7 +18,9 @@ def test_the_demo_compares_the_unet_the_papers_model_and_demsegs_default_on_both
     reference = configs["reference"]
     assert reference.models == ["unet", "mae-upernet"] and reference.tasks == ["buildings", "roads"]
     assert reference.backbone_weights == ["dem-tiny"]
-    assert "default_roads" not in configs  # the roads default is the reference UNet's recipe: no repeat
+    roads = configs["default_roads"]  # the roads default reads the micro-relief too: a run of its own
+    assert roads.base.recipe == preset_config(task="roads").recipe != reference.base.recipe
+    assert roads.base.iters == reference.base.iters and not roads.base.init  # no shipped start: the demo's schedule
     for task in ("buildings",):
         default = configs[f"default_{task}"]
         preset = preset_config(task=task)
@@ -53,6 +55,8 @@ def test_the_paper_protocol_trains_on_whole_tiles_with_the_papers_schedule():
 
 def test_a_default_that_adds_to_the_reference_unet_gets_its_own_run():
     base = demo_configs(paper=False, mix_spec="m.yaml")["reference"].base
-    assert is_reference_unet(default_config("roads", base, "m.yaml"), base)
+    roads = default_config("roads", base, "m.yaml")
+    assert is_reference_unet(roads.model_copy(update={"recipe": base.recipe}), base)
+    assert not is_reference_unet(roads, base)  # it reads the micro-relief as well
     assert not is_reference_unet(default_config("buildings", base, "m.yaml"), base)
-    assert not is_reference_unet(default_config("roads", base, "m.yaml").model_copy(update={"coarsen": [2]}), base)
+    assert not is_reference_unet(roads.model_copy(update={"recipe": base.recipe, "coarsen": [2]}), base)

@@ -75,7 +75,9 @@ def shipped_tiny(world, tmp_path, monkeypatch):
 def test_a_shipped_model_carries_a_sidecar_with_its_command_data_and_pixel_sizes(shipped_tiny):
     sidecar = json.loads((shipped_tiny / "start.json").read_text())
     assert sidecar["command"] == "demseg train WORLD ..." and sidecar["pixel_size_m"] == 0.5
-    assert sidecar["data"]["sha256"] and sidecar["scenes"] and sidecar["train_tiles"] == 4
+    assert sidecar["data"]["sha256"] and sidecar["train_tiles"] == 4 and sidecar["pixel_sizes_seen_m"] == [0.5]
+    # trained on a synthetic world alone: the world is its data (no real scene, no city)
+    assert sidecar["scenes"] == [] and sidecar["synthetic"]["seed"] == 5 and sidecar["synthetic"]["style"] == "mixed"
     assert (shipped_tiny / "manifest.json").is_file() and (shipped_tiny / "model.safetensors").stat().st_size > 0
 
 

@@ -559,8 +559,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
         pixel = entry.get("pixel_size_m")
         print(f"  {entry['name']:<24} {entry['task']:<10} {entry['model']:<11}"
               f"{f'{pixel:g} m' if pixel else '':<7} {entry['summary']}")
-        if entry.get("cities"):
-            print(f"  {'':<24} trained on: {', '.join(entry['cities'])}")
+        world = entry.get("synthetic") or {}
+        learnt = list(entry.get("cities") or []) + ([f"a synthetic world (style {world['style']}, seed {world['seed']})"]
+                                                    if "style" in world else [])
+        if learnt:
+            print(f"  {'':<24} trained on: {', '.join(learnt)}")
     print("shipped encoders (--backbone-weights NAME):")
     for entry in encoders:
         print(f"  {entry['name']:<24} ViT-{entry['arch']}, {entry['num_channels']} channels ({entry['recipe']}), "

@@ -75,6 +75,11 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
         "UNet for buildings at 0.5 m, trained on every labelled real city in demseg's shared data (Amsterdam, "
         "France, Seville, Washington DC) and a synthetic world with trees, at 0.5, 1 and 2 m: demseg train's "
         "default start, and demseg predict buildings without labels"),
+    "roads": ShippedModel(
+        "roads", "roads", "unet", "roads", None,
+        "UNet for roads (every traffic area: carriageways, parking, cycle paths, tram beds) at 0.5 m on "
+        "relief+slope+microrelief, trained on a synthetic world of European streets alone (style streets, 40 "
+        "scenes, seed 1001; no real road label): demseg predict roads DEM --dtm DTM, or --init roads"),
     "synth-detail-buildings": ShippedModel(
         "synth-detail-buildings", "synth-detail-buildings", "mae-detail", "buildings", "dem-tiny",
         "mae-detail head (dem-tiny frozen) trained on 300 tiles of a 40-scene synthetic world (seed 1000), "
