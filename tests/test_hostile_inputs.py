@@ -165,7 +165,7 @@ def test_a_run_config_edited_to_absurd_values_is_refused(spec, tmp_path, capsys)
                             "--quiet"], "65536 px tiles")
     (tmp_path / "run" / "config.json").write_text(json.dumps({**config, "unet_width": 4_000_000}))
     one_line_error(capsys, ["predict", tmp_path / "run", spec.parent / "dem.tif", "--out", tmp_path / "p",
-                            "--quiet"], "unet_width 4000000) does not fit in this machine's memory")
+                            "--quiet"], "unet_width 4000000, unet_context 0) does not fit in this machine's memory")
 
 
 def test_train_into_an_existing_file_is_one_line(spec, tmp_path, capsys):

@@ -44,7 +44,7 @@ STYLE_SCENES = {"mixed": 8}
 FRACTIONS = {
     "mixed": ((0.20, 0.35), (0.10, 0.25)),
     "dense": ((0.35, 0.55), (0.10, 0.25)),  # Amsterdam ~45 % buildings
-    "streets": ((0.15, 0.35), (0.18, 0.38)),  # all traffic areas: real cities 25-30 % (issue 24)
+    "streets": ((0.12, 0.35), (0.18, 0.38)),  # open blocks; all traffic areas: real cities 25-30 % (issue 24)
     "suburban": ((0.08, 0.25), (0.10, 0.25)),  # generator version 1, kept as it was: ~21 %
     "canopy": ((0.08, 0.20), (0.10, 0.25)),
     "rowhouse": ((0.15, 0.35), (0.10, 0.25)),
