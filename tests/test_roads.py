@@ -188,3 +188,41 @@ def test_the_named_streets_world_is_made_in_its_style_and_kept_apart(tmp_path, m
     assert (spec.parent / "surfaces.yaml").exists()
     with rasterio.open(spec.parent / "s000" / "surfaces.tif") as src:
         assert set(np.unique(src.read(1))) & {SURFACE_CODES["parking"], SURFACE_CODES["cycle_path"]}
+
+
+def test_train_with_context_and_connectivity_writes_both_into_the_run_and_predicts(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from demseg.cli import main
+
+    spec = generate_world(tmp_path / "w", scenes=3, size_px=128, seed=7, style="streets", progress=False)
+    run = tmp_path / "run"
+    argv = ["train", str(spec.parent / "surfaces.yaml"), "--task", "roads", "--unet-width", "4", "--tile-size-px",
+            "64", "--train-tiles", "4", "--val-tiles", "2", "--iters", "3", "--val-every", "3", "--unet-context",
+            "2", "--connectivity", "0.5", "--out", str(run), "--quiet"]
+    assert main(argv) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["unet_context"], config["connectivity"], config["recipe"]) == (2, 0.5, "relief+slope+microrelief")
+    assert any(key.startswith("context.blocks.1.") for key in load_file(str(run / "model.safetensors")))
+    scene = spec.parent / "s000"
+    assert main(["predict", str(run), str(scene / "dem.tif"), "--dtm", str(scene / "dtm.tif"), "--out",
+                 str(tmp_path / "pred"), "--quiet"]) == 0
+
+
+def test_connectivity_changes_training_and_zero_leaves_it_as_it_was(tmp_path):
+    import csv
+
+    from demseg.cli import main
+
+    spec = generate_world(tmp_path / "w", scenes=3, size_px=128, seed=7, style="streets", progress=False)
+    losses = {}
+    for weight in ("0", "2"):
+        run = tmp_path / f"run{weight}"
+        assert main(["train", str(spec), "--task", "roads", "--unet-width", "4", "--tile-size-px", "64",
+                     "--train-tiles", "4", "--val-tiles", "2", "--iters", "2", "--val-every", "2", "--connectivity",
+                     weight, "--out", str(run), "--quiet"]) == 0
+        with open(run / "history.csv", newline="") as handle:
+            losses[weight] = float(next(csv.DictReader(handle))["loss"])
+    assert losses["2"] > losses["0"]  # the same batches: the added clDice term is positive
