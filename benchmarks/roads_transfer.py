@@ -76,6 +76,14 @@ def preview(path: Path, labels: np.ndarray, predicted: np.ndarray, title: str) -
     plt.close(fig)
 
 
+def predicted_mask(run: Path, folder: Path) -> np.ndarray:
+    """The run's road mask of the whole block (1 road, 0 other, 255 nodata), as `demseg predict` makes it."""
+    paths = predict_scene(run, BLOCK / "dsm_ground_plus_buildings.tif", folder / "pred", dtm_path=BLOCK / "dtm.tif",
+                          progress=False)
+    with rasterio.open(paths["mask"]) as src:
+        return src.read(1)
+
+
 def region_iou(run: Path, region_of: Path) -> float:
     """Road IoU of ``run``'s whole-block prediction inside the validation tiles of the block run ``region_of``
     (to set a model that never saw the block beside runs trained on the rest of it)."""
@@ -86,10 +94,7 @@ def region_iou(run: Path, region_of: Path) -> float:
     inside = features.rasterize([(validation_area(region_of), 1)], out_shape=labels.shape, transform=transform,
                                 dtype="uint8").astype(bool)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = predict_scene(run, BLOCK / "dsm_ground_plus_buildings.tif", Path(tmp) / "pred",
-                              dtm_path=BLOCK / "dtm.tif", progress=False)
-        with rasterio.open(paths["mask"]) as src:
-            predicted = src.read(1)
+        predicted = predicted_mask(run, Path(tmp))
     known = inside & (labels != 255) & (predicted != 255)
     guess, truth = (predicted == 1) & known, (labels == ROAD) & known
     return float((guess & truth).sum() / max(1, (guess | truth).sum()))
@@ -103,10 +108,7 @@ def score_run(run: Path, preview_path: Path | None = None) -> dict:
     truth_mask = np.where(labels == 255, 255, labels == ROAD).astype(np.uint8)
     row = {"run": str(run)}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = predict_scene(run, BLOCK / "dsm_ground_plus_buildings.tif", Path(tmp) / "pred",
-                              dtm_path=BLOCK / "dtm.tif", progress=False)
-        with rasterio.open(paths["mask"]) as src:
-            predicted = src.read(1)
+        predicted = predicted_mask(run, Path(tmp))
         if preview_path is not None:
             preview(preview_path, labels, predicted, f"{run.parent.name}/{run.name}")
         true_lines = network(truth_mask, grid, Path(tmp), "truth")
