@@ -231,9 +231,9 @@ def clip_roads(roads: list[Road], extent_m: float) -> list[Road]:
 
 
 def road_ground(relief: Relief, roads: list[Road], canvas: Canvas,
-                terrain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Bare earth with the roads cut in: (dtm, carriageway mask, distance to the nearest carriageway in m,
-    surface codes of :data:`SURFACE_CODES`, 0 elsewhere).
+                terrain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bare earth with the roads cut in: (dtm, distance to the nearest carriageway in m, surface codes of
+    :data:`SURFACE_CODES`, 0 elsewhere).
 
     The road surface follows the smoothed terrain at the nearest centreline point, crowned 2 %, a tram
     bed raised along its middle; beyond its edge a parking bay at road level, a kerb step (part of it up
@@ -278,4 +278,4 @@ def road_ground(relief: Relief, roads: list[Road], canvas: Canvas,
         [tram, road_mask, traffic & (in_bay | (cycle_m == 0)), traffic, walk_from_m <= sidewalk_m],
         [codes["tram"], codes["carriageway"], codes["parking"], codes["cycle_path"], codes["sidewalk"]],
         0).astype(np.uint8)
-    return dtm, road_mask, to_road_m, surfaces
+    return dtm, to_road_m, surfaces

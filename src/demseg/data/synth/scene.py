@@ -181,7 +181,7 @@ def generate_scene(seed: int, size_px: int = 896, pixel_size_m: float = 0.5,
     to_water_m = ndimage.distance_transform_edt(~water_mask) * canvas.pixel_size_m
     terrain = layout.relief.sample(canvas.xs_m(), canvas.ys_m())
     terrain = terrain - banks_m(rng, layout.banks, canvas, to_water_m)
-    dtm, _, to_road_m, surfaces = road_ground(layout.relief, layout.roads, canvas, terrain)
+    dtm, to_road_m, surfaces = road_ground(layout.relief, layout.roads, canvas, terrain)
     if style == "streets":
         dtm = dtm + unpaved_texture(rng, surfaces, canvas)
     road_mask = np.isin(surfaces, [SURFACE_CODES[name] for name in TRAFFIC_SURFACES])
